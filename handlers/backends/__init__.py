@@ -1,0 +1,34 @@
+"""Model runtimes behind one tiny interface, chosen by file type in one place."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+ONNX_SUFFIXES = (".onnx",)
+TORCHSCRIPT_SUFFIXES = (".pt", ".torchscript", ".ts")
+
+
+class Backend(Protocol):
+    """Runs a batch of numpy inputs; says which device/provider really runs it."""
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """Return the model's output for a ``[N, ...]`` batch."""
+
+    def describe(self) -> str:
+        """Human-readable runtime, device and threads."""
+
+
+def load_backend(path: Path, gpu_id: int | None, threads: int) -> Backend:
+    """Load ``path`` with the runtime its suffix names; GPU ``gpu_id`` when usable, else CPU."""
+    suffix = Path(path).suffix.lower()
+    if suffix in ONNX_SUFFIXES:
+        from handlers.backends.onnxruntime import OnnxRuntimeBackend
+
+        return OnnxRuntimeBackend(Path(path), gpu_id, threads)
+    if suffix in TORCHSCRIPT_SUFFIXES:
+        from handlers.backends.torchscript import TorchScriptBackend
+
+        return TorchScriptBackend(Path(path), gpu_id, threads)
+    raise ValueError(f"no backend for {path.name!r}: expected {ONNX_SUFFIXES + TORCHSCRIPT_SUFFIXES}")

@@ -1,0 +1,62 @@
+"""TorchServe entry point: a thin adapter from TorchServe's hooks to ClassificationPipeline.
+
+Archived with ``--handler handlers/classifier_handler.py``; the ``handlers`` package travels
+beside it in the .mar. TorchServe instantiates the one class defined here.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from handlers.backends import load_backend
+from handlers.contract import HandlerConfig
+from handlers.encode import JSON_CONTENT_TYPE
+from handlers.pipeline import ClassificationPipeline, RequestInput
+
+logger = logging.getLogger(__name__)
+
+BODY_KEYS = ("body", "data")
+BATCH_SIZE_HEADER = "X-Batch-Instances"
+
+
+class ClassifierHandler:
+    """initialize/handle as TorchServe expects; everything else lives in the pipeline."""
+
+    def __init__(self) -> None:
+        self.pipeline: ClassificationPipeline | None = None
+
+    def initialize(self, context: Any) -> None:
+        """Read model-config.yaml, load the serialized model on the worker's device."""
+        properties = context.system_properties
+        config = HandlerConfig.from_model_yaml(context.model_yaml_config)
+        model_file = Path(properties["model_dir"]) / context.manifest["model"]["serializedFile"]
+        backend = load_backend(model_file, properties.get("gpu_id"), config.intra_op_threads())
+        self.pipeline = ClassificationPipeline(config, backend)
+        logger.info("model %s ready: %s, input %s", context.model_name, backend.describe(), config.input)
+
+    def handle(self, data: list[dict] | None, context: Any) -> list[bytes] | None:
+        """Answer one batch: per-request status, JSON content type, one body per request."""
+        if data is None:  # workflow nodes are called once with no data at load time
+            return None
+        if self.pipeline is None:
+            raise RuntimeError("handle() called before initialize()")
+        requests = [request_input(row, context, idx) for idx, row in enumerate(data)]
+        answers, instances = self.pipeline.run(requests)
+        for idx, answer in enumerate(answers):
+            context.set_response_status(answer.status, answer.phrase, idx)
+            context.set_response_content_type(idx, JSON_CONTENT_TYPE)
+            context.set_response_header(idx, BATCH_SIZE_HEADER, str(instances))
+        return [answer.body for answer in answers]
+
+
+def request_input(row: dict, context: Any, idx: int) -> RequestInput:
+    """Find the body of one request and its content type in TorchServe's batch row."""
+    name = next((key for key in BODY_KEYS if key in row), None)
+    if name is None and len(row) == 1:
+        name = next(iter(row))
+    if name is None:
+        return RequestInput(None, None)
+    header = context.get_request_header(idx, name)
+    content_type = header.get("content-type") if isinstance(header, dict) else header
+    return RequestInput(row[name], content_type)

@@ -1,0 +1,45 @@
+"""Request errors, each mapped to one HTTP status in one place."""
+from __future__ import annotations
+
+
+class RequestError(Exception):
+    """A problem with one request: answered with a 4xx for that request only."""
+
+    status = 400
+    phrase = "Bad Request"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def to_json(self) -> dict:
+        """Body sent back to the client."""
+        return {"code": self.status, "type": type(self).__name__, "message": self.message}
+
+
+class MalformedRequest(RequestError):
+    """The body could not be decoded (bad JSON, truncated npy, empty body...)."""
+
+    status = 400
+    phrase = "Bad Request"
+
+
+class UnsupportedMediaType(RequestError):
+    """The content type is not one we decode."""
+
+    status = 415
+    phrase = "Unsupported Media Type"
+
+
+class TooManyInstances(RequestError):
+    """One request carries more instances than the model's contract allows."""
+
+    status = 413
+    phrase = "Payload Too Large"
+
+
+class InvalidInput(RequestError):
+    """Decoded fine, but breaks the model's input contract (shape, dtype, range, NaN)."""
+
+    status = 422
+    phrase = "Unprocessable Entity"

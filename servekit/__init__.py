@@ -1,0 +1,1 @@
+"""Build-time tools: train demo models, export and validate, write model configs, drive TorchServe."""

@@ -1,0 +1,43 @@
+"""Build one model directory: validated exports plus model-config.yaml, ready for archive.sh."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from torch import nn
+
+from handlers.contract import InputContract
+from servekit import validate
+from servekit.export import ExportSpec, export_and_validate
+from servekit.model_config import MODEL_CONFIG_FILE, Batching, model_config, write_model_config
+
+VALIDATION_FILE = "validation.json"
+
+
+@dataclass(frozen=True)
+class ModelBuild:
+    """Everything needed to turn an ``nn.Module`` into an archivable directory."""
+
+    name: str
+    contract: InputContract
+    labels: Sequence[str]
+    batching: Batching = Batching()
+    top_k: int = 3
+
+
+def build_model_dir(model: nn.Module, build: ModelBuild, heldout: np.ndarray, out_dir: Path,
+                    rtol: float = validate.DEFAULT_RTOL, atol: float = validate.DEFAULT_ATOL) -> Path:
+    """Export, validate (raises ExportValidationError), write model-config.yaml and validation.json."""
+    spec = ExportSpec(build.contract.name, build.contract.shape)
+    results = export_and_validate(model, spec, out_dir, heldout, rtol=rtol, atol=atol)
+    for comparisons in results.values():
+        for comparison in comparisons:
+            print(f"  {comparison.describe()}")
+    write_model_config(out_dir / MODEL_CONFIG_FILE,
+                       model_config(build.contract, build.labels, build.batching, top_k=build.top_k))
+    report = {"rtol": rtol, "atol": atol, **{k: validate.comparisons_as_json(v) for k, v in results.items()}}
+    (out_dir / VALIDATION_FILE).write_text(json.dumps(report, indent=2) + "\n")
+    return out_dir

@@ -1,0 +1,114 @@
+"""``servekit``: one console entry point; each step of the path is a subcommand."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from handlers.contract import InputContract
+from servekit.model_config import Batching
+from servekit.validate import DEFAULT_ATOL, DEFAULT_RTOL, ExportValidationError
+
+DEFAULT_BUILD_DIR = Path("build")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse arguments and run one subcommand; returns the exit status."""
+    parser = argparse.ArgumentParser(prog="servekit", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="train the demo models on scikit-learn's digits")
+    train.add_argument("--build-dir", type=Path, default=DEFAULT_BUILD_DIR)
+    train.set_defaults(run=_train)
+
+    export = commands.add_parser("export", help="export + validate a model into BUILD_DIR/NAME")
+    source = export.add_mutually_exclusive_group(required=True)
+    source.add_argument("--demo", help="a trained demo model: digits_mlp or digits_cnn")
+    source.add_argument("--factory", help="your model: 'package.module:function' returning an nn.Module")
+    export.add_argument("--weights", type=Path, help="state_dict file for --factory")
+    export.add_argument("--name", help="model name (archive names derive from it)")
+    export.add_argument("--input-name", default="input")
+    export.add_argument("--input-shape", help="per-instance shape without batch, e.g. 3,32,32")
+    export.add_argument("--min", type=float, dest="min_value", help="smallest allowed input value")
+    export.add_argument("--max", type=float, dest="max_value", help="largest allowed input value")
+    export.add_argument("--labels", help="comma-separated class labels")
+    export.add_argument("--heldout", type=Path, help=".npy of held-out inputs [N, *shape] to validate on")
+    export.add_argument("--rtol", type=float, default=DEFAULT_RTOL)
+    export.add_argument("--atol", type=float, default=DEFAULT_ATOL)
+    _add_batching_arguments(export)
+    export.add_argument("--build-dir", type=Path, default=DEFAULT_BUILD_DIR)
+    export.set_defaults(run=_export)
+
+    demo = commands.add_parser("demo", help="train, export, archive, serve, infer, report, stop")
+    demo.add_argument("--build-dir", type=Path, default=DEFAULT_BUILD_DIR)
+    demo.add_argument("--model-store", type=Path, default=Path("model_store"))
+    demo.add_argument("--concurrency", type=int, default=16)
+    _add_batching_arguments(demo)
+    demo.set_defaults(run=_demo)
+
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except ExportValidationError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+def _add_batching_arguments(parser: argparse.ArgumentParser) -> None:
+    defaults = Batching()
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    parser.add_argument("--max-batch-delay", type=int, default=defaults.max_batch_delay_ms, help="milliseconds")
+    parser.add_argument("--workers", type=int, default=defaults.max_workers)
+
+
+def _batching(args: argparse.Namespace) -> Batching:
+    return Batching(batch_size=args.batch_size, max_batch_delay_ms=args.max_batch_delay,
+                    min_workers=args.workers, max_workers=args.workers)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from servekit.data import load_digits_split
+    from servekit.models import DEMO_MODELS
+    from servekit.train import train_demo
+
+    split = load_digits_split()
+    for spec in DEMO_MODELS.values():
+        metrics = train_demo(spec, split, args.build_dir / spec.name)
+        print(f"trained {spec.name}: held-out accuracy {metrics['test_accuracy']:.2%} "
+              f"({metrics['test_samples']} images, {metrics['train_seconds']}s)")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from servekit.build import ModelBuild, build_model_dir
+
+    if args.demo:
+        from servekit.demo import demo_build_inputs
+
+        model, build, heldout = demo_build_inputs(args.demo, args.build_dir, _batching(args))
+    else:
+        from servekit.user_model import heldout_inputs, load_user_model
+
+        if not args.input_shape or not args.name:
+            print("error: --factory needs --name and --input-shape", file=sys.stderr)
+            return 2
+        shape = tuple(int(d) for d in args.input_shape.split(","))
+        contract = InputContract(args.input_name, shape, "float32", args.min_value, args.max_value)
+        model = load_user_model(args.factory, args.weights)
+        labels = tuple(args.labels.split(",")) if args.labels else ()
+        build = ModelBuild(args.name, contract, labels, _batching(args))
+        heldout = heldout_inputs(args.heldout, shape, args.min_value, args.max_value)
+    print(f"exporting {build.name} -> {args.build_dir / build.name}")
+    build_model_dir(model, build, heldout, args.build_dir / build.name, rtol=args.rtol, atol=args.atol)
+    print(f"validated {build.name}: TorchScript and ONNX match eager PyTorch (rtol={args.rtol:g}, atol={args.atol:g})")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from servekit.demo import run_demo
+
+    return run_demo(args.build_dir, args.model_store, _batching(args), args.concurrency)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

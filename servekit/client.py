@@ -1,0 +1,144 @@
+"""A small typed client for TorchServe's inference, management and metrics APIs (with tokens)."""
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import requests
+
+NPY_CONTENT_TYPE = "application/x-npy"
+
+
+class TorchServeError(RuntimeError):
+    """A 4xx/5xx answer: keeps the status and TorchServe's or our handler's message."""
+
+    def __init__(self, status: int, message: str, url: str) -> None:
+        super().__init__(f"HTTP {status} from {url}: {message}")
+        self.status = status
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Tokens:
+    """The keys TorchServe writes into key_file.json when token authorization is on."""
+
+    inference: str
+    management: str
+
+    @classmethod
+    def from_key_file(cls, path: Path) -> Tokens:
+        """Read ``key_file.json`` (written in TorchServe's working directory at start)."""
+        keys = json.loads(Path(path).read_text())
+        return cls(inference=keys["inference"]["key"], management=keys["management"]["key"])
+
+
+@dataclass
+class TorchServeClient:
+    """Typed calls for the things users do with curl."""
+
+    inference_url: str
+    management_url: str
+    metrics_url: str
+    tokens: Tokens | None = None
+    timeout_s: float = 60.0
+
+    def __post_init__(self) -> None:
+        self.session = requests.Session()
+
+    # --- inference API ---------------------------------------------------------------------
+    def ping(self) -> bool:
+        """True once the frontend answers /ping with Healthy."""
+        try:
+            response = self.session.get(f"{self.inference_url}/ping", headers=self._auth("inference"), timeout=2)
+        except (requests.ConnectionError, requests.Timeout):
+            return False
+        return response.ok and response.json().get("status") == "Healthy"
+
+    def predict_raw(self, model: str, body: bytes, content_type: str) -> requests.Response:
+        """POST a body as is and return the response, whatever its status."""
+        return self.session.post(f"{self.inference_url}/predictions/{model}", data=body,
+                                 headers={"Content-Type": content_type, **self._auth("inference")},
+                                 timeout=self.timeout_s)
+
+    def predict_json(self, model: str, data: Any) -> dict:
+        """``{"data": data}`` as JSON; returns the decoded answer or raises TorchServeError."""
+        return self._checked(self.predict_raw(model, json.dumps({"data": data}).encode(), "application/json")).json()
+
+    def predict_npy(self, model: str, array: np.ndarray) -> dict:
+        """One array as a raw .npy body."""
+        return self._checked(self.predict_raw(model, npy_bytes(array), NPY_CONTENT_TYPE)).json()
+
+    # --- management API --------------------------------------------------------------------
+    def register(self, archive: str, *, batch_size: int, max_batch_delay_ms: int, initial_workers: int = 1,
+                 model_name: str | None = None, response_timeout_s: int | None = None) -> dict:
+        """POST /models synchronously with batching parameters."""
+        params: dict[str, Any] = {"url": archive, "batch_size": batch_size, "max_batch_delay": max_batch_delay_ms,
+                                  "initial_workers": initial_workers, "synchronous": "true"}
+        if model_name:
+            params["model_name"] = model_name
+        if response_timeout_s:
+            params["response_timeout"] = response_timeout_s
+        return self._management("post", "/models", params=params)
+
+    def describe(self, model: str) -> list[dict]:
+        """GET /models/NAME: versions, workers, batch settings."""
+        return self._management("get", f"/models/{model}")
+
+    def list_models(self) -> list[str]:
+        """Names of the registered models."""
+        return [m["modelName"] for m in self._management("get", "/models")["models"]]
+
+    def scale(self, model: str, min_worker: int, max_worker: int | None = None) -> dict:
+        """PUT /models/NAME?min_worker=...&synchronous=true."""
+        params = {"min_worker": min_worker, "max_worker": max_worker or min_worker, "synchronous": "true"}
+        return self._management("put", f"/models/{model}", params=params)
+
+    def unregister(self, model: str) -> dict:
+        """DELETE /models/NAME."""
+        return self._management("delete", f"/models/{model}")
+
+    # --- metrics API -----------------------------------------------------------------------
+    def metrics(self) -> str:
+        """The Prometheus text from the metrics endpoint."""
+        return self._checked(self.session.get(f"{self.metrics_url}/metrics", timeout=self.timeout_s)).text
+
+    # --- plumbing --------------------------------------------------------------------------
+    def _auth(self, api: str) -> dict[str, str]:
+        if self.tokens is None:
+            return {}
+        return {"Authorization": f"Bearer {getattr(self.tokens, api)}"}
+
+    def _management(self, method: str, path: str, params: dict | None = None) -> Any:
+        response = self.session.request(method, f"{self.management_url}{path}", params=params,
+                                        headers=self._auth("management"), timeout=self.timeout_s)
+        return self._checked(response).json()
+
+    @staticmethod
+    def _checked(response: requests.Response) -> requests.Response:
+        if response.status_code >= 400:
+            raise TorchServeError(response.status_code, error_message(response), response.url)
+        return response
+
+
+def npy_bytes(array: np.ndarray) -> bytes:
+    """Serialize an array as an .npy body (no pickle)."""
+    buffer = io.BytesIO()
+    np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
+    return buffer.getvalue()
+
+
+def error_message(response: requests.Response) -> str:
+    """Our handler's ``error.message``, TorchServe's ``message``, or the raw text."""
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text.strip()
+    if isinstance(body, dict):
+        if isinstance(body.get("error"), dict):
+            return str(body["error"].get("message", body))
+        return str(body.get("message", body))
+    return str(body)
