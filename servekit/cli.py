@@ -5,8 +5,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from handlers.contract import InputContract
+from handlers.contract import ConfigError, InputContract
 from servekit.model_config import Batching
+from servekit.user_model import UserModelError
 from servekit.validate import DEFAULT_ATOL, DEFAULT_RTOL, ExportValidationError
 
 DEFAULT_BUILD_DIR = Path("build")
@@ -49,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.run(args)
-    except ExportValidationError as err:
+    except (ExportValidationError, UserModelError, ConfigError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 

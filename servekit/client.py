@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import requests
+import requests.adapters
 
 NPY_CONTENT_TYPE = "application/x-npy"
 
@@ -46,8 +47,13 @@ class TorchServeClient:
     tokens: Tokens | None = None
     timeout_s: float = 60.0
 
+    pool_size: int = 64
+
     def __post_init__(self) -> None:
+        # One session shared by load threads: size its pool so connections are reused, not dropped.
         self.session = requests.Session()
+        adapter = requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=self.pool_size)
+        self.session.mount("http://", adapter)
 
     # --- inference API ---------------------------------------------------------------------
     def ping(self) -> bool:

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +14,7 @@ import torch
 
 from handlers.contract import InputContract
 from servekit.build import ModelBuild, build_model_dir
-from servekit.client import TorchServeClient
+from servekit.client import TorchServeClient, npy_bytes
 from servekit.data import LABELS, load_digits_split
 from servekit.load import LoadResult, run_load
 from servekit.model_config import Batching
@@ -58,6 +60,16 @@ class ServedResult:
     concurrent: LoadResult
 
 
+def write_samples(directory: Path, split) -> None:
+    """One held-out image per demo model as JSON and .npy, for the README's curl examples."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, spec in DEMO_MODELS.items():
+        image = split.x_test[0].reshape(spec.input_shape)
+        (directory / f"{name}.json").write_text(json.dumps({"data": image.tolist()}))
+        (directory / f"{name}.npy").write_bytes(npy_bytes(image))
+    print(f"  wrote curl samples (held-out image 0, a '{split.y_test[0]}') to {directory}/")
+
+
 def run_archive(client: TorchServeClient, archive: str, x_test: np.ndarray, y_test: np.ndarray,
                 in_process: np.ndarray, concurrency: int) -> ServedResult:
     """Held-out images one per request: JSON sequentially, then npy concurrently."""
@@ -85,9 +97,12 @@ def run_demo(build_dir: Path, model_store: Path, batching: Batching, concurrency
         print(f"  {name}:")
         build_model_dir(model, build, heldout, build_dir / name)
 
+    write_samples(build_dir / "samples", split)
+
     step(f"3/6 archive into {model_store}/ with archive.sh")
     subprocess.run([str(REPO_ROOT / "archive.sh"), *(str(build_dir / n) for n in DEMO_MODELS)],
-                   check=True, env={**_env(), "MODEL_STORE": str(model_store.resolve())})
+                   check=True, env={**os.environ, "MODEL_STORE": str(model_store.resolve()),
+                                    "ARCHIVER": str(Path(sys.executable).parent / "torch-model-archiver")})
 
     step("4/6 start TorchServe (token auth on, loopback only)")
     server = TorchServe(model_store, build_dir / "server")
@@ -129,9 +144,3 @@ def _print_results(results: list[ServedResult], concurrency: int) -> None:
         print(f"| {r.archive} | {r.in_process_accuracy:.2%} | {r.served_accuracy:.2%} | "
               f"{r.sequential.percentile(50):.2f} / {r.sequential.percentile(99):.2f} | "
               f"{r.concurrent.percentile(50):.2f} / {r.concurrent.percentile(99):.2f} | {r.concurrent.throughput:.0f} |")
-
-
-def _env() -> dict[str, str]:
-    import os
-
-    return dict(os.environ)

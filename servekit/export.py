@@ -1,6 +1,7 @@
 """Export a model to TorchScript and ONNX (dynamic batch axis), each proven against eager PyTorch."""
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +44,14 @@ def export_torchscript(model: nn.Module, spec: ExportSpec, path: Path) -> Path:
 def export_onnx(model: nn.Module, spec: ExportSpec, path: Path) -> Path:
     """Legacy (non-dynamo) exporter, named input/output, batch axis dynamic on both."""
     model.eval()
+    with warnings.catch_warnings():
+        # We choose the legacy exporter on purpose (no onnxscript dependency); don't alarm users.
+        warnings.filterwarnings("ignore", message="You are using the legacy TorchScript-based ONNX export")
+        _legacy_onnx_export(model, spec, path)
+    return path
+
+
+def _legacy_onnx_export(model: nn.Module, spec: ExportSpec, path: Path) -> None:
     torch.onnx.export(
         model,
         (spec.example(),),
@@ -53,7 +62,6 @@ def export_onnx(model: nn.Module, spec: ExportSpec, path: Path) -> Path:
         opset_version=spec.opset,
         dynamo=False,
     )
-    return path
 
 
 def export_and_validate(model: nn.Module, spec: ExportSpec, out_dir: Path, heldout: np.ndarray,

@@ -1,0 +1,51 @@
+"""Fixtures shared by unit and integration tests: tiny models exported into temporary folders."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from handlers.contract import InputContract
+from servekit.build import ModelBuild, build_model_dir
+from servekit.data import LABELS, DigitsSplit, load_digits_split
+from servekit.model_config import Batching
+from servekit.models import DEMO_MODELS
+from servekit.train import train_demo
+
+
+@dataclass(frozen=True)
+class BuiltModel:
+    """A demo model trained and exported into ``directory`` (model.pt, model.onnx, model-config.yaml)."""
+
+    name: str
+    directory: Path
+    model: torch.nn.Module
+    contract: InputContract
+    x_test: np.ndarray
+    y_test: np.ndarray
+
+
+@pytest.fixture(scope="session")
+def digits() -> DigitsSplit:
+    return load_digits_split()
+
+
+@pytest.fixture(scope="session")
+def built_models(tmp_path_factory: pytest.TempPathFactory, digits: DigitsSplit) -> dict[str, BuiltModel]:
+    """Both demo models, trained (seconds) and exported once per test session."""
+    root = tmp_path_factory.mktemp("build")
+    built = {}
+    for name, spec in DEMO_MODELS.items():
+        train_demo(spec, digits, root / name)
+        model = spec.factory()
+        model.load_state_dict(torch.load(root / name / "weights.pt", weights_only=True))
+        model.eval()
+        contract = InputContract(spec.input_name, spec.input_shape, "float32", 0.0, 1.0)
+        x_test = digits.x_test.reshape(-1, *spec.input_shape)
+        build_model_dir(model, ModelBuild(name, contract, LABELS, Batching(batch_size=16, max_batch_delay_ms=20)),
+                        x_test, root / name)
+        built[name] = BuiltModel(name, root / name, model, contract, x_test, digits.y_test)
+    return built

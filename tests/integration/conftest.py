@@ -1,0 +1,35 @@
+"""A real TorchServe, started once per test session on free ports and always stopped."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from servekit.torchserve import TorchServe, torchserve_available
+from support.serving import ARCHIVE_SUFFIXES, BATCH_SIZE, MAX_BATCH_DELAY_MS, LiveServer, run_archive_sh
+
+
+@pytest.fixture(scope="session")
+def model_store(tmp_path_factory: pytest.TempPathFactory, built_models) -> Path:
+    store = tmp_path_factory.mktemp("model_store")
+    result = run_archive_sh(store, *(b.directory for b in built_models.values()))
+    assert result.returncode == 0, result.stderr
+    return store
+
+
+@pytest.fixture(scope="session")
+def live(tmp_path_factory: pytest.TempPathFactory, model_store: Path, built_models) -> LiveServer:
+    if not torchserve_available():
+        pytest.skip("TorchServe needs Java 17 and the torchserve launcher")
+    server = TorchServe(model_store, tmp_path_factory.mktemp("torchserve"))
+    client = server.start()
+    try:
+        archives = {}
+        for name in built_models:
+            for suffix in ARCHIVE_SUFFIXES:
+                archive = f"{name}_{suffix}"
+                client.register(f"{archive}.mar", batch_size=BATCH_SIZE, max_batch_delay_ms=MAX_BATCH_DELAY_MS)
+                archives[archive] = name
+        yield LiveServer(server, client, archives)
+    finally:
+        server.stop()

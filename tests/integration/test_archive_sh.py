@@ -1,0 +1,46 @@
+"""archive.sh: self-contained archives, idempotent, clear failures."""
+from __future__ import annotations
+
+import json
+import shutil
+import zipfile
+from pathlib import Path
+
+import pytest
+import yaml
+
+from support.serving import run_archive_sh
+
+pytestmark = pytest.mark.integration
+
+
+def test_archive_is_self_contained(model_store: Path) -> None:
+    with zipfile.ZipFile(model_store / "digits_cnn_onnx.mar") as archive:
+        names = set(archive.namelist())
+        manifest = json.loads(archive.read("MAR-INF/MANIFEST.json"))
+        config = yaml.safe_load(archive.read("model-config.yaml"))
+    assert {"model.onnx", "classifier_handler.py", "handlers/pipeline.py", "handlers/backends/onnxruntime.py"} <= names
+    assert not any("__pycache__" in n for n in names)
+    assert manifest["model"]["serializedFile"] == "model.onnx"
+    assert manifest["model"]["handler"] == "classifier_handler.py"
+    assert {"batchSize", "maxBatchDelay", "minWorkers", "maxWorkers", "responseTimeout"} <= set(config)
+    assert config["handler"]["input"]["shape"] == [1, 8, 8]
+
+
+def test_rerun_overwrites_in_place(tmp_path: Path, built_models) -> None:
+    directory = built_models["digits_mlp"].directory
+    for _ in range(2):
+        result = run_archive_sh(tmp_path, directory)
+        assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["digits_mlp_onnx.mar", "digits_mlp_ts.mar"]
+
+
+def test_missing_artifact_fails_with_a_clear_message(tmp_path: Path, built_models) -> None:
+    model_dir = tmp_path / "half"
+    model_dir.mkdir()
+    shutil.copy(built_models["digits_mlp"].directory / "model-config.yaml", model_dir)
+    result = run_archive_sh(tmp_path / "store", model_dir)
+    assert result.returncode != 0
+    assert "has neither model.pt nor model.onnx" in result.stderr
+    result = run_archive_sh(tmp_path / "store", tmp_path / "nowhere")
+    assert result.returncode != 0 and "does not exist" in result.stderr

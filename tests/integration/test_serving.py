@@ -1,0 +1,134 @@
+"""Real archives in a real TorchServe: registration with batching, concurrent inference, batch isolation."""
+from __future__ import annotations
+
+import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+import requests
+
+from handlers.classifier_handler import BATCH_SIZE_HEADER
+from servekit.client import NPY_CONTENT_TYPE, TorchServeError, npy_bytes
+from support.models import eager_predictions
+
+from support.serving import BATCH_SIZE, MAX_BATCH_DELAY_MS, LiveServer
+
+pytestmark = pytest.mark.integration
+CONCURRENT_REQUESTS = 48
+
+
+def send_together(live: LiveServer, archive: str, bodies: list[tuple[bytes, str]]) -> list[requests.Response]:
+    """Send every body at once (a barrier releases all threads together) so they share batches."""
+    barrier = threading.Barrier(len(bodies))
+
+    def send(body: tuple[bytes, str]) -> requests.Response:
+        barrier.wait()
+        return live.client.predict_raw(archive, *body)
+
+    with ThreadPoolExecutor(max_workers=len(bodies)) as pool:
+        return list(pool.map(send, bodies))
+
+
+def json_body(instance: np.ndarray) -> tuple[bytes, str]:
+    return json.dumps({"data": instance.tolist()}).encode(), "application/json"
+
+
+def test_every_archive_is_registered_with_batching(live: LiveServer) -> None:
+    assert set(live.archives) <= set(live.client.list_models())
+    for archive in live.archives:
+        [description] = live.client.describe(archive)
+        assert description["batchSize"] == BATCH_SIZE
+        assert description["maxBatchDelay"] == MAX_BATCH_DELAY_MS
+        assert description["workers"][0]["status"] == "READY"
+
+
+@pytest.mark.parametrize("archive", ["digits_mlp_ts", "digits_mlp_onnx", "digits_cnn_ts", "digits_cnn_onnx"])
+def test_concurrent_requests_match_in_process_and_form_batches(live: LiveServer, built_models, archive: str) -> None:
+    built = built_models[live.archives[archive]]
+    x = built.x_test[:CONCURRENT_REQUESTS]
+    # Half JSON, half npy: both decoders in the same batches.
+    bodies = [json_body(xi) if i % 2 else (npy_bytes(xi), NPY_CONTENT_TYPE) for i, xi in enumerate(x)]
+    responses = send_together(live, archive, bodies)
+    assert [r.status_code for r in responses] == [200] * len(bodies)
+    served = [r.json()["predictions"][0]["class"] for r in responses]
+    assert served == eager_predictions(built.model, x).tolist()
+    batch_sizes = [int(r.headers[BATCH_SIZE_HEADER]) for r in responses]
+    assert max(batch_sizes) > 1, f"no batch formed: {batch_sizes}"
+    assert max(batch_sizes) <= BATCH_SIZE
+
+
+def test_one_bad_request_in_a_shared_batch_gets_the_only_4xx(live: LiveServer, built_models) -> None:
+    built = built_models["digits_mlp"]
+    bodies = [json_body(x) for x in built.x_test[:7]] + [(b'{"data": [1, 2', "application/json")]
+    responses = send_together(live, "digits_mlp_onnx", bodies)
+    statuses = [r.status_code for r in responses]
+    assert statuses == [200] * 7 + [400]
+    assert "not valid JSON" in responses[-1].json()["error"]["message"]
+    served = [r.json()["predictions"][0]["class"] for r in responses[:7]]
+    assert served == eager_predictions(built.model, built.x_test[:7]).tolist()
+    assert max(int(r.headers[BATCH_SIZE_HEADER]) for r in responses) > 1
+
+
+@pytest.mark.parametrize(("body", "content_type", "status", "message"), [
+    (b"{}", "application/json", 400, "exactly one key"),
+    (json.dumps({"data": [0.5] * 63}).encode(), "application/json", 422, "shape [63]; expected [64]"),
+    (json.dumps({"data": [[float("nan")] * 64]}).encode(), "application/json", 422, "NaN/Inf"),
+    (npy_bytes(np.zeros((65, 64), np.float32)), NPY_CONTENT_TYPE, 413, "at most 64 per request"),
+    (b"GIF89a", "image/gif", 415, "image/gif"),
+])
+def test_bad_input_status_and_message_through_the_server(live: LiveServer, body: bytes, content_type: str,
+                                                         status: int, message: str) -> None:
+    response = live.client.predict_raw("digits_mlp_ts", body, content_type)
+    assert response.status_code == status
+    assert message in response.json()["error"]["message"]
+    assert live.client.ping()
+
+
+def test_multi_instance_request_answers_each_instance(live: LiveServer, built_models) -> None:
+    built = built_models["digits_cnn"]
+    answer = live.client.predict_npy("digits_cnn_onnx", built.x_test[:10])
+    assert [p["class"] for p in answer["predictions"]] == eager_predictions(built.model, built.x_test[:10]).tolist()
+
+
+def test_served_accuracy_equals_in_process_accuracy(live: LiveServer, built_models) -> None:
+    built = built_models["digits_mlp"]
+    answer = live.client.predict_npy("digits_mlp_ts", built.x_test[:64])
+    served = np.array([p["class"] for p in answer["predictions"]])
+    assert (served == built.y_test[:64]).mean() == (eager_predictions(built.model, built.x_test[:64]) == built.y_test[:64]).mean()
+
+
+def test_requests_without_a_valid_token_are_refused(live: LiveServer) -> None:
+    url = f"{live.client.inference_url}/predictions/digits_mlp_ts"
+    for headers in ({}, {"Authorization": "Bearer wrong"}):
+        response = requests.post(url, json={"data": [0.5] * 64}, headers=headers, timeout=10)
+        # TorchServe 0.12 answers auth failures with 400 InvalidKeyException (not 401).
+        assert response.status_code == 400 and "Token Authorization failed" in response.text
+    management = requests.get(f"{live.client.management_url}/models", timeout=10)
+    assert management.status_code == 400 and "Token Authorization failed" in management.text
+
+
+@pytest.mark.parametrize("url", ["file:///etc/passwd.mar", "https://example.invalid/model.mar"])
+def test_archives_outside_the_model_store_are_refused(live: LiveServer, url: str) -> None:
+    with pytest.raises(TorchServeError, match="does not match any allowed URL") as err:
+        live.client.register(url, batch_size=1, max_batch_delay_ms=1)
+    assert err.value.status == 404
+
+
+def test_describe_scale_unregister_round_trip(live: LiveServer) -> None:
+    client = live.client
+    client.register("digits_mlp_ts.mar", model_name="scratch", batch_size=4, max_batch_delay_ms=1)
+    assert client.describe("scratch")[0]["batchSize"] == 4
+    client.scale("scratch", 2)
+    assert len(client.describe("scratch")[0]["workers"]) == 2
+    client.unregister("scratch")
+    with pytest.raises(TorchServeError) as err:
+        client.describe("scratch")
+    assert err.value.status == 404
+    assert "scratch" not in client.list_models()
+
+
+def test_unknown_model_is_404(live: LiveServer) -> None:
+    response = live.client.predict_raw("no_such_model", b"{}", "application/json")
+    assert response.status_code == 404

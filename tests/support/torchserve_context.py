@@ -1,0 +1,47 @@
+"""Build TorchServe's own Context and batch objects, as the worker does, without a server."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+from ts.context import Context
+from ts.protocol.otf_message_handler import create_predict_response
+from ts.service import Service
+
+
+def make_context(model_dir: Path, serialized_file: str, batch_size: int = 8) -> Context:
+    """A Context like the worker's, with model-config.yaml parsed into model_yaml_config."""
+    model_yaml = yaml.safe_load((model_dir / "model-config.yaml").read_text())
+    manifest = {"model": {"modelName": "test", "serializedFile": serialized_file, "handler": "classifier_handler.py"}}
+    return Context("test", str(model_dir), manifest, batch_size, None, "0.12.0", model_yaml_config=model_yaml)
+
+
+def worker_batch(bodies: list[tuple[Any, str]], decode_json: bool = True) -> list[dict]:
+    """The batch the worker hands to a handler: per request, a 'body' parameter with its content type.
+
+    Mirrors ``otf_message_handler._retrieve_input_data``: JSON bodies are parsed by the worker
+    (raw bytes are kept when parsing fails), everything else arrives as bytes.
+    """
+    batch = []
+    for idx, (body, content_type) in enumerate(bodies):
+        value = body
+        if decode_json and content_type == "application/json" and isinstance(body, bytes):
+            try:
+                value = json.loads(body.decode("utf-8"))
+            except Exception:  # the worker forwards the raw bytes, exactly like this
+                value = body
+        batch.append({"requestId": f"req-{idx}".encode(), "parameters": [
+            {"name": "body", "contentType": content_type, "value": value}]})
+    return batch
+
+
+def run_handler(handler: Any, context: Context, bodies: list[tuple[Any, str]]) -> list[tuple[int, dict]]:
+    """Call handle() exactly as ts.service.Service.predict does; return (status, JSON body) per request."""
+    headers, data, request_ids = Service.retrieve_data_for_inference(worker_batch(bodies))
+    context.request_ids = request_ids
+    context.request_processor = headers
+    outputs = handler.handle(data, context)
+    assert create_predict_response(outputs, request_ids, "Prediction success", 200, context=context)
+    return [(context.get_response_status(idx)[0], json.loads(out)) for idx, out in enumerate(outputs)]

@@ -1,0 +1,102 @@
+"""The TorchServe adapter driven through TorchServe's own Context, as the worker calls it."""
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pytest
+
+from handlers.classifier_handler import BATCH_SIZE_HEADER, ClassifierHandler
+from support.models import eager_predictions
+from support.torchserve_context import make_context, run_handler
+
+ARTIFACTS = ["model.pt", "model.onnx"]
+
+
+def npy(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
+
+
+def json_body(array: np.ndarray) -> tuple[bytes, str]:
+    return json.dumps({"data": array.tolist()}).encode(), "application/json"
+
+
+@pytest.fixture(params=ARTIFACTS)
+def mlp_handler(request: pytest.FixtureRequest, built_models):
+    built = built_models["digits_mlp"]
+    context = make_context(built.directory, request.param)
+    handler = ClassifierHandler()
+    handler.initialize(context)
+    return handler, context, built
+
+
+def test_initialize_bounds_threads_and_reads_contract(mlp_handler) -> None:
+    handler, _, built = mlp_handler
+    assert handler.pipeline.config.input == built.contract
+    assert "intra-op threads" in handler.pipeline.backend.describe()
+
+
+def test_seven_good_and_one_malformed_in_one_batch(mlp_handler) -> None:
+    handler, context, built = mlp_handler
+    good = [json_body(x) for x in built.x_test[:7]]
+    answers = run_handler(handler, context, good[:3] + [(b"{not json", "application/json")] + good[3:])
+    statuses = [status for status, _ in answers]
+    assert statuses == [200, 200, 200, 400, 200, 200, 200, 200]
+    assert "not valid JSON" in answers[3][1]["error"]["message"]
+    served = [body["predictions"][0]["class"] for status, body in answers if status == 200]
+    assert served == eager_predictions(built.model, built.x_test[:7]).tolist()
+    assert context.get_response_headers(0)[BATCH_SIZE_HEADER] == "7"
+
+
+def test_each_bad_request_gets_its_own_status(mlp_handler) -> None:
+    handler, context, built = mlp_handler
+    bodies = [
+        json_body(built.x_test[0]),
+        (b"\x89PNG....", "image/png"),                                   # 415
+        json_body(np.zeros(63)),                                          # 422 shape
+        json_body(np.full(64, 2.0)),                                      # 422 range
+        (npy(np.zeros((65, 64), np.float32)), "application/x-npy"),      # 413
+        (npy(built.x_test[1:3]), "application/x-npy"),                   # 200, two instances
+        (b"", "application/json"),                                        # 400 empty
+    ]
+    answers = run_handler(handler, context, bodies)
+    assert [status for status, _ in answers] == [200, 415, 422, 422, 413, 200, 400]
+    assert "shape [63]; expected [64]" in answers[2][1]["error"]["message"]
+    assert "above the allowed maximum 1" in answers[3][1]["error"]["message"]
+    assert len(answers[5][1]["predictions"]) == 2
+
+
+def test_npy_and_json_give_the_same_answer(mlp_handler) -> None:
+    handler, context, built = mlp_handler
+    answers = run_handler(handler, context, [json_body(built.x_test[:4]), (npy(built.x_test[:4]), "application/x-npy")])
+    assert answers[0] == answers[1]
+    assert [p["class"] for p in answers[0][1]["predictions"]] == eager_predictions(built.model, built.x_test[:4]).tolist()
+
+
+def test_all_bad_batch_never_calls_the_model(mlp_handler) -> None:
+    handler, context, _ = mlp_handler
+    handler.pipeline.backend = None  # would raise if touched
+    answers = run_handler(handler, context, [(b"{", "application/json"), (b"", "application/x-npy")])
+    assert [status for status, _ in answers] == [400, 400]
+
+
+@pytest.mark.parametrize("artifact", ARTIFACTS)
+def test_cnn_top_k_probabilities(built_models, artifact: str) -> None:
+    built = built_models["digits_cnn"]
+    context = make_context(built.directory, artifact)
+    handler = ClassifierHandler()
+    handler.initialize(context)
+    [(status, body)] = run_handler(handler, context, [(npy(built.x_test[:5]), "application/x-npy")])
+    assert status == 200
+    for row, expected in zip(body["predictions"], eager_predictions(built.model, built.x_test[:5])):
+        assert row["class"] == expected and row["label"] == str(expected)
+        probabilities = [t["probability"] for t in row["top_k"]]
+        assert len(probabilities) == 3 and probabilities == sorted(probabilities, reverse=True)
+
+
+def test_workflow_style_load_call_with_no_data(mlp_handler) -> None:
+    handler, context, _ = mlp_handler
+    assert handler.handle(None, context) is None

@@ -1,0 +1,47 @@
+"""`servekit export` for a bring-your-own model: validated exports, or a non-zero exit that says why."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from servekit.cli import main
+from support.user_models import tiny_classifier
+
+
+def test_user_model_exports_with_contract_and_batching(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    weights = tmp_path / "w.pt"
+    torch.save(tiny_classifier().state_dict(), weights)
+    status = main(["export", "--factory", "support.user_models:tiny_classifier", "--weights", str(weights),
+                   "--name", "mine", "--input-name", "features", "--input-shape", "4", "--min", "-1", "--max", "1",
+                   "--labels", "a,b,c", "--batch-size", "8", "--max-batch-delay", "3", "--build-dir", str(tmp_path)])
+    assert status == 0
+    out_dir = tmp_path / "mine"
+    assert {p.name for p in out_dir.iterdir()} >= {"model.pt", "model.onnx", "model-config.yaml", "validation.json"}
+    config = yaml.safe_load((out_dir / "model-config.yaml").read_text())
+    assert config["batchSize"] == 8 and config["maxBatchDelay"] == 3
+    assert config["handler"]["input"] == {"name": "features", "shape": [4], "dtype": "float32", "min": -1.0, "max": 1.0}
+    assert config["handler"]["labels"] == ["a", "b", "c"]
+    assert "batch  64" in capsys.readouterr().out
+
+
+def test_broken_export_exits_non_zero_with_the_difference(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    status = main(["export", "--factory", "support.user_models:branchy", "--name", "bad",
+                   "--input-shape", "4", "--min", "0.1", "--max", "1", "--build-dir", str(tmp_path)])
+    assert status == 2
+    err = capsys.readouterr().err
+    assert "export validation failed" in err and "max |diff|" in err and "batch   1" in err
+    assert not (tmp_path / "bad" / "model-config.yaml").exists()
+
+
+@pytest.mark.parametrize(("reference", "message"), [
+    ("no_colon", "must look like 'package.module:factory'"),
+    ("support.user_models:missing", "cannot import"),
+    ("support.user_models:not_a_module", "not a torch.nn.Module"),
+])
+def test_bad_model_reference_is_explained(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                          reference: str, message: str) -> None:
+    status = main(["export", "--factory", reference, "--name", "x", "--input-shape", "4", "--build-dir", str(tmp_path)])
+    assert status == 2 and message in capsys.readouterr().err

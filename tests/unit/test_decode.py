@@ -1,0 +1,86 @@
+"""decode_payload: JSON and .npy bodies into arrays, with errors that name the problem."""
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pytest
+
+from handlers.decode import decode_payload, media_type
+from handlers.errors import MalformedRequest, UnsupportedMediaType
+
+
+def npy(array: np.ndarray, allow_pickle: bool = False) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=allow_pickle)
+    return buffer.getvalue()
+
+
+def test_media_type_strips_parameters() -> None:
+    assert media_type("Application/JSON; charset=utf-8") == "application/json"
+    assert media_type(None) == ""
+
+
+def test_json_parsed_by_worker_single_instance() -> None:
+    array = decode_payload({"data": [0.0, 0.5, 1.0]}, "application/json", "pixels")
+    np.testing.assert_array_equal(array, [0.0, 0.5, 1.0])
+
+
+def test_json_raw_bytes_list_of_instances() -> None:
+    body = json.dumps({"data": [[1, 2], [3, 4]]}).encode()
+    assert decode_payload(body, "application/json", "pixels").shape == (2, 2)
+
+
+def test_json_accepts_input_name_as_key() -> None:
+    assert decode_payload({"pixels": [1.0]}, "application/json", "pixels").shape == (1,)
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    (b"{bad", "not valid JSON"),
+    (b"\xff\xfe{}", "not valid UTF-8"),
+    (b"", "empty"),
+    (b"[1, 2]", "must be an object"),
+    (b'{"data": [1], "extra": 2}', "exactly one key"),
+    (b'{"inputs": [1]}', "exactly one key"),
+    (b'{"data": 5}', "must be a (nested) list"),
+    (b'{"data": [[1, 2], [3]]}', "not a rectangular array"),
+    (b'{"data": [1, null]}', "non-numbers"),
+    (b"[" * 100000 + b"]" * 100000, "nested too deeply"),
+])
+def test_bad_json_is_malformed_with_a_reason(body: bytes, message: str) -> None:
+    with pytest.raises(MalformedRequest, match=message.replace("(", r"\(").replace(")", r"\)")):
+        decode_payload(body, "application/json", "pixels")
+
+
+def test_npy_round_trip_keeps_dtype_and_shape() -> None:
+    array = np.arange(6, dtype=np.float32).reshape(2, 3)
+    decoded = decode_payload(npy(array), "application/x-npy", "pixels")
+    assert decoded.dtype == np.float32
+    np.testing.assert_array_equal(decoded, array)
+
+
+def test_npy_detected_without_content_type() -> None:
+    assert decode_payload(npy(np.zeros(3)), None, "pixels").shape == (3,)
+
+
+def test_npy_object_array_is_refused_without_unpickling() -> None:
+    body = npy(np.array([{"evil": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(MalformedRequest, match="need pickle"):
+        decode_payload(body, "application/x-npy", "pixels")
+
+
+def test_truncated_npy_is_malformed() -> None:
+    with pytest.raises(MalformedRequest, match="damaged or truncated"):
+        decode_payload(npy(np.zeros((4, 64), np.float32))[:-10], "application/x-npy", "pixels")
+
+
+def test_npy_content_type_without_npy_header() -> None:
+    with pytest.raises(MalformedRequest, match="not an .npy array"):
+        decode_payload(b"hello", "application/x-npy", "pixels")
+
+
+def test_unknown_content_type_is_415() -> None:
+    with pytest.raises(UnsupportedMediaType, match="image/png") as err:
+        decode_payload(b"\x89PNG", "image/png", "pixels")
+    assert err.value.status == 415
