@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test archive clean
+.PHONY: setup demo test variants archive clean
 
 setup: $(STAMP)
 
@@ -21,6 +21,10 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest
+
+# INT8 / pruned / FP16 variants: gated, archived into model_store/, measured -> reports/variants.*
+variants: setup
+	$(VENV)/bin/servekit variants
 
 archive: setup
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" ./archive.sh

@@ -47,6 +47,17 @@ def main(argv: list[str] | None = None) -> int:
     _add_batching_arguments(demo)
     demo.set_defaults(run=_demo)
 
+    variants = commands.add_parser("variants", help="INT8 / pruned / FP16 variants: gate, archive, measure, report")
+    variants.add_argument("--build-dir", type=Path, default=DEFAULT_BUILD_DIR)
+    variants.add_argument("--model-store", type=Path, default=Path("model_store"))
+    variants.add_argument("--reports-dir", type=Path, default=Path("reports"))
+    variants.add_argument("--prune-amount", type=float, default=0.2)
+    variants.add_argument("--finetune-epochs", type=int, default=0, help="recover accuracy after pruning")
+    variants.add_argument("--max-accuracy-drop", type=float, default=1.0, help="points below FP32")
+    variants.add_argument("--min-agreement", type=float, default=0.99, help="top-1 agreement with FP32")
+    variants.add_argument("--threads", type=int, default=None, help="intra-op threads (default: as the handler)")
+    variants.set_defaults(run=_variants)
+
     args = parser.parse_args(argv)
     try:
         return args.run(args)
@@ -109,6 +120,16 @@ def _demo(args: argparse.Namespace) -> int:
     from servekit.demo import run_demo
 
     return run_demo(args.build_dir, args.model_store, _batching(args), args.concurrency)
+
+
+def _variants(args: argparse.Namespace) -> int:
+    from servekit.variants import Gates
+    from servekit.variants_report import run_variants
+
+    gates = Gates(args.max_accuracy_drop, args.min_agreement)
+    run_variants(args.build_dir, args.model_store, args.reports_dir, gates, args.prune_amount,
+                 args.finetune_epochs, args.threads)
+    return 0
 
 
 if __name__ == "__main__":

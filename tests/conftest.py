@@ -49,3 +49,21 @@ def built_models(tmp_path_factory: pytest.TempPathFactory, digits: DigitsSplit) 
                         x_test, root / name)
         built[name] = BuiltModel(name, root / name, model, contract, x_test, digits.y_test)
     return built
+
+
+@pytest.fixture(scope="session")
+def variant_results(built_models: dict[str, BuiltModel], digits: DigitsSplit):
+    """Every variant of both demo models, built next to the base exports and judged by the default gates."""
+    from servekit.export import ExportSpec
+    from servekit.variants import Gates, VariantInputs, build_variants, judge, prune_empty_family_dirs
+
+    results = []
+    for name, built in built_models.items():
+        spec = DEMO_MODELS[name]
+        inputs = VariantInputs(name, built.model, ExportSpec(spec.input_name, spec.input_shape), built.directory,
+                               digits.x_train.reshape(-1, *spec.input_shape), digits.y_train, built.x_test, built.y_test)
+        mine = build_variants(inputs, built.directory.parent)
+        judge(mine, built.model, built.x_test, built.y_test, Gates())
+        prune_empty_family_dirs(mine)
+        results.extend(mine)
+    return results

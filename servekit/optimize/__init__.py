@@ -1,0 +1,1 @@
+"""Model optimizations: pruning and quantization (PyTorch and ONNX Runtime), FP16 conversion."""

@@ -1,0 +1,233 @@
+"""`servekit variants`: build, gate, archive and measure every variant; write reports/variants.*"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+from handlers.contract import HandlerConfig
+from servekit import deploy_size
+from servekit.build import build_model_dir
+from servekit.data import load_digits_split
+from servekit.export import TORCHSCRIPT_FILE, ExportSpec
+from servekit.measure import Timing, time_artifacts
+from servekit.model_config import Batching
+from servekit.models import DEMO_MODELS
+from servekit.torchserve import REPO_ROOT
+from servekit.variants import Gates, VariantInputs, VariantResult, build_variants, judge, prune_empty_family_dirs
+
+TIMED_BATCH_SIZES = (1, 32)
+MiB = 1024 * 1024
+# Run-to-run noise on ~20 µs calls is about ±15 %: flag only clear slow-downs.
+SLOWER_THAN_FP32 = 0.85
+
+
+def archive(model_dirs: list[Path], model_store: Path) -> None:
+    """Run archive.sh on the given model directories."""
+    env = {**os.environ, "MODEL_STORE": str(model_store.resolve()),
+           "ARCHIVER": str(Path(sys.executable).parent / "torch-model-archiver")}
+    subprocess.run([str(REPO_ROOT / "archive.sh"), *map(str, model_dirs)], check=True, env=env,
+                   stdout=subprocess.DEVNULL)
+
+
+def mar_path(result: VariantResult, model_store: Path) -> Path:
+    """Where archive.sh put this variant's archive."""
+    suffix = "onnx" if result.fmt == "onnx" else "ts"
+    return model_store / f"{result.path.parent.name}_{suffix}.mar"
+
+
+def run_variants(build_dir: Path, model_store: Path, reports_dir: Path, gates: Gates, prune_amount: float,
+                 finetune_epochs: int, threads: int | None = None) -> list[dict]:
+    """Everything, for every demo model; returns the rows written to variants.json."""
+    from servekit.demo import demo_build_inputs
+
+    split = load_digits_split()
+    # The same thread count the handler picks for one worker per model on this machine.
+    threads = threads or _default_handler_config().intra_op_threads()
+    rows: list[dict] = []
+    for name, spec in DEMO_MODELS.items():
+        print(f"\n==> {name}: building variants (prune amount {prune_amount:.0%}, fine-tune {finetune_epochs} epochs)")
+        model, build, heldout = demo_build_inputs(name, build_dir, Batching())
+        if not (build_dir / name / TORCHSCRIPT_FILE).exists():
+            build_model_dir(model, build, heldout, build_dir / name)
+        inputs = VariantInputs(name, model, ExportSpec(spec.input_name, spec.input_shape), build_dir / name,
+                               split.x_train.reshape(-1, *spec.input_shape), split.y_train, heldout, split.y_test)
+        results = build_variants(inputs, build_dir, prune_amount, finetune_epochs)
+        judge(results, model, heldout, split.y_test, gates)
+        prune_empty_family_dirs(results)
+        for r in results:
+            verdict = "pass" if r.passed else f"REJECTED: {r.reason}"
+            print(f"  {r.variant:<17} acc {r.accuracy:.2%}  agreement {r.agreement:.2%}  "
+                  f"max|diff| vs fp32 {r.max_abs_diff_vs_fp32:.3g}  -> {verdict}")
+        passing = [r for r in results if r.passed]
+        archive(sorted({r.path.parent for r in passing}), model_store)
+        print(f"  archived {len(passing)} passing variants; timing in-process with {threads} intra-op threads")
+        timings = time_artifacts([r.path for r in passing], heldout, TIMED_BATCH_SIZES, threads)
+        rows.extend(_row(r, timings.get(r.path), model_store, threads) for r in results)
+    _add_ratios(rows)
+    sizes = [deploy_size.measure("TorchServe (torch + torchserve + onnxruntime)", deploy_size.TORCHSERVE_RUNTIME, True),
+             deploy_size.measure("plain ONNX Runtime (onnxruntime + numpy)", deploy_size.ORT_RUNTIME, False)]
+    write_reports(rows, sizes, reports_dir, gates, prune_amount, finetune_epochs, threads, len(split.y_test))
+    return rows
+
+
+def _default_handler_config() -> HandlerConfig:
+    from handlers.contract import InputContract
+
+    return HandlerConfig(input=InputContract("x", (1,)), workers=Batching().max_workers)
+
+
+def _row(r: VariantResult, timing: dict[int, Timing] | None, model_store: Path, threads: int) -> dict:
+    mar = mar_path(r, model_store)
+    row = {
+        "model": r.model, "variant": r.variant, "format": r.fmt, "passed": r.passed, "reason": r.reason,
+        "file_bytes": r.path.stat().st_size if r.path.exists() else None,
+        "mar_bytes": mar.stat().st_size if r.passed and mar.exists() else None,
+        "accuracy": r.accuracy, "agreement": r.agreement, "max_abs_diff_vs_fp32": r.max_abs_diff_vs_fp32,
+        "reference": r.reference, "rtol": r.rtol, "atol": r.atol,
+        "worst_diff_vs_reference": max((c.max_abs_diff for c in r.output_check), default=None),
+        "sparsity": r.sparsity, "sparsity_per_layer": r.sparsity_per_layer, "threads": threads,
+    }
+    for size, t in (timing or {}).items():
+        row[f"p50_ms_b{size}"] = t.p50_ms
+        row[f"items_per_s_b{size}"] = t.items_per_s
+    return row
+
+
+def _add_ratios(rows: list[dict]) -> None:
+    """Speed-up and size ratio against the same model's TorchScript FP32, measured in the same run.
+
+    Also against FP32 of the same format, so a runtime switch (TorchScript -> ORT) is not
+    mistaken for the gain of quantizing.
+    """
+    base = {(r["model"], r["variant"]): r for r in rows if r["variant"] in ("ts_fp32", "onnx_fp32")}
+    for r in rows:
+        b = base[(r["model"], "ts_fp32")]
+        same = base[(r["model"], "onnx_fp32" if r["format"] == "onnx" else "ts_fp32")]
+        for size in TIMED_BATCH_SIZES:
+            key = f"p50_ms_b{size}"
+            if r.get(key):
+                r[f"speedup_b{size}"] = b[key] / r[key]
+                r[f"speedup_same_format_b{size}"] = same[key] / r[key]
+        if r["file_bytes"]:
+            r["size_ratio"] = r["file_bytes"] / b["file_bytes"]
+
+
+def write_reports(rows: list[dict], sizes: list[deploy_size.DeploymentSize], reports_dir: Path, gates: Gates,
+                  prune_amount: float, finetune_epochs: int, threads: int, heldout_count: int) -> None:
+    """variants.json, variants.md and variants.png."""
+    reports_dir.mkdir(parents=True, exist_ok=True)
+    document = {"gates": asdict(gates), "prune_amount": prune_amount, "finetune_epochs": finetune_epochs,
+                "threads": threads, "cpu_count": os.cpu_count(), "heldout_count": heldout_count, "variants": rows,
+                "deployment_sizes": [{"name": s.name, "total_bytes": s.total, "distributions": s.distributions,
+                                      "extra": s.extra} for s in sizes]}
+    (reports_dir / "variants.json").write_text(json.dumps(document, indent=2) + "\n")
+    (reports_dir / "variants.md").write_text(render_markdown(document))
+    plot(rows, reports_dir / "variants.png")
+    print(f"\nwrote {reports_dir}/variants.md, variants.json, variants.png")
+
+
+def _fmt(value: float | None, pattern: str) -> str:
+    return "–" if value is None else format(value, pattern)
+
+
+def render_markdown(doc: dict) -> str:
+    """The human-readable report."""
+    gates = doc["gates"]
+    lines = [
+        "# Optimized variants",
+        "",
+        f"Generated by `servekit variants`. Gates: at most {gates['max_accuracy_drop']:g} accuracy point below FP32 and "
+        f"≥ {gates['min_agreement']:.0%} top-1 agreement with FP32, on the {doc['heldout_count']} held-out digits. "
+        f"Pruning: global L1 unstructured, {doc['prune_amount']:.0%} of all conv/linear weights, "
+        f"fine-tune {doc['finetune_epochs']} epochs. Latency: in-process through the handler's own backends, "
+        f"{doc['threads']} intra-op thread(s) on {doc['cpu_count']} cores, p50 of interleaved rounds "
+        "(all variants timed side by side in one run). Speed-up and size ratio are against TorchScript FP32 of the same model.",
+        "",
+        "| model | variant | passed | file KiB | .mar KiB | accuracy | agreement | max abs diff vs FP32 | "
+        "output check (reference, rtol/atol, worst diff) | p50 b1 ms | p50 b32 ms | items/s b32 | speed-up b1 | speed-up b32 "
+        "| b32 vs FP32 of same format | size ratio |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in doc["variants"]:
+        check = f"{r['reference']}, {r['rtol']:g}/{r['atol']:g}, {_fmt(r['worst_diff_vs_reference'], '.2e')}"
+        lines.append(
+            f"| {r['model']} | {r['variant']} | {'yes' if r['passed'] else 'NO'} | "
+            f"{_fmt(r['file_bytes'] and r['file_bytes'] / 1024, '.1f')} | {_fmt(r['mar_bytes'] and r['mar_bytes'] / 1024, '.1f')} | "
+            f"{r['accuracy']:.2%} | {r['agreement']:.2%} | {r['max_abs_diff_vs_fp32']:.3g} | {check} | "
+            f"{_fmt(r.get('p50_ms_b1'), '.3f')} | {_fmt(r.get('p50_ms_b32'), '.3f')} | {_fmt(r.get('items_per_s_b32'), ',.0f')} | "
+            f"{_fmt(r.get('speedup_b1'), '.2f')} | {_fmt(r.get('speedup_b32'), '.2f')} | "
+            f"{_fmt(r.get('speedup_same_format_b32'), '.2f')} | {_fmt(r.get('size_ratio'), '.2f')} |")
+    lines += ["", "## Findings (computed from the table)", ""] + findings(doc["variants"])
+    rejected = [r for r in doc["variants"] if not r["passed"]]
+    lines += ["", "## Rejected variants", ""]
+    lines += [f"- {r['model']} {r['variant']}: {r['reason']}" for r in rejected] or ["None."]
+    pruned = [r for r in doc["variants"] if r["variant"] == "ts_pruned"]
+    lines += ["", "## Sparsity after pruning", ""]
+    for r in pruned:
+        layers = ", ".join(f"{k} {v:.1%}" for k, v in (r["sparsity_per_layer"] or {}).items())
+        lines.append(f"- {r['model']}: global {r['sparsity']:.1%} ({layers})")
+    lines += ["", "## Deployment size", "", "| deployment | installed size | largest parts |", "|---|---|---|"]
+    for s in doc["deployment_sizes"]:
+        parts = sorted({**s["distributions"], **s["extra"]}.items(), key=lambda kv: -kv[1])[:4]
+        lines.append(f"| {s['name']} | {s['total_bytes'] / MiB:,.0f} MiB | "
+                     + ", ".join(f"{k} {v / MiB:,.0f} MiB" for k, v in parts) + " |")
+    a, b = doc["deployment_sizes"]
+    lines += ["", f"Ratio: the TorchServe deployment is {a['total_bytes'] / b['total_bytes']:.1f}× the plain ONNX Runtime one. "
+              "TorchServe forces torch (its worker imports it, even for an ONNX model) and a Java runtime for its frontend; "
+              "a plain ONNX Runtime server needs neither. Sizes are of installed files (CPU builds here), not of container images.", ""]
+    return "\n".join(lines)
+
+
+def findings(rows: list[dict]) -> list[str]:
+    """The best passing variant per model, and variants slower than FP32 of their own format."""
+    out = []
+    for model in sorted({r["model"] for r in rows}):
+        mine = [r for r in rows if r["model"] == model and r["passed"] and r.get("speedup_b32")]
+        fp32 = next(r for r in mine if r["variant"] == "ts_fp32")
+        best = max(mine, key=lambda r: r["speedup_b32"])
+        loss = (fp32["accuracy"] - best["accuracy"]) * 100
+        out.append(f"- {model}: fastest passing variant at batch 32 is {best['variant']}, "
+                   f"{best['speedup_b32']:.2f}× TorchScript FP32 ({best['speedup_same_format_b32']:.2f}× FP32 of its own format), "
+                   f"{loss:+.2f} accuracy points lost, {best['size_ratio']:.2f}× the size.")
+        slower = [r for r in mine if r["speedup_same_format_b32"] < SLOWER_THAN_FP32]
+        for r in slower:
+            out.append(f"  - {r['variant']} is slower than FP32 of its own format at batch 32 "
+                       f"({r['speedup_same_format_b32']:.2f}×): smaller, not faster, on this CPU.")
+    out.append("- Unstructured pruning leaves dense tensors: the file keeps its size and the kernels their speed; "
+               "only the compressed .mar shrinks. It pays only with sparse kernels or structured pruning.")
+    fp16 = [r for r in rows if r["variant"] == "onnx_fp16" and r.get("speedup_same_format_b32")]
+    ratios = ", ".join(f"{r['model']} {r['speedup_same_format_b32']:.2f}×" for r in fp16)
+    out.append(f"- ONNX FP16 vs ONNX FP32 at batch 32 on this CPU: {ratios}. FP16 halves the file; a CPU without "
+               "native FP16 arithmetic computes it in FP32 after casts, so expect no speed-up here. "
+               "The GPU issue measures FP16 where it can pay.")
+    return out
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    """Per model: latency at batch 32 (log) against file size; marker area grows with accuracy."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = sorted({r["model"] for r in rows})
+    fig, axes = plt.subplots(1, len(models), figsize=(7 * len(models), 5.5), squeeze=False)
+    for ax, model in zip(axes[0], models):
+        points = [r for r in rows if r["model"] == model and r["passed"] and r.get("p50_ms_b32")]
+        for r in points:
+            colour = "tab:orange" if r["format"] == "onnx" else "tab:blue"
+            ax.scatter(r["file_bytes"] / 1024, r["p50_ms_b32"], s=(r["accuracy"] * 100 - 90) * 40, c=colour, alpha=0.6)
+            ax.annotate(f"{r['variant']} {r['accuracy']:.1%}", (r["file_bytes"] / 1024, r["p50_ms_b32"]),
+                        fontsize=7, xytext=(4, 4), textcoords="offset points")
+        ax.set_yscale("log")
+        ax.set_xlabel("artifact size (KiB)")
+        ax.set_ylabel("p50 latency at batch 32 (ms, in-process, log)")
+        ax.set_title(f"{model}: blue TorchScript, orange ONNX Runtime")
+        ax.grid(alpha=0.3, which="both")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

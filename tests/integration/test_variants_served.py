@@ -1,0 +1,44 @@
+"""Every passing variant, archived and served, answers like the same variant in-process."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from handlers.encode import predictions
+from servekit.data import LABELS
+from servekit.variants import runner_for
+from support.serving import BATCH_SIZE, MAX_BATCH_DELAY_MS, LiveServer, run_archive_sh
+
+pytestmark = pytest.mark.integration
+INSTANCES = 32
+
+
+@pytest.fixture(scope="module")
+def served_variants(live: LiveServer, model_store: Path, variant_results) -> dict[str, object]:
+    """Archive every passing non-FP32 variant with archive.sh and register it; archive name -> result."""
+    passing = [r for r in variant_results if r.passed and r.family != "fp32"]
+    result = run_archive_sh(model_store, *sorted({r.path.parent for r in passing}))
+    assert result.returncode == 0, result.stderr
+    archives = {}
+    for r in passing:
+        archive = f"{r.path.parent.name}_{'onnx' if r.fmt == 'onnx' else 'ts'}"
+        live.client.register(f"{archive}.mar", batch_size=BATCH_SIZE, max_batch_delay_ms=MAX_BATCH_DELAY_MS)
+        archives[archive] = r
+    return archives
+
+
+def test_all_passing_variants_are_served(served_variants) -> None:
+    assert len(served_variants) >= 14  # 8 families x 2 models, less any variant a gate rejected
+
+
+def test_served_outputs_equal_in_process_outputs(live: LiveServer, served_variants, built_models) -> None:
+    for archive, variant in served_variants.items():
+        x = built_models[variant.model].x_test[:INSTANCES]
+        expected = predictions(runner_for(variant.path)(x), LABELS, top_k=3)
+        served = live.client.predict_npy(archive, x)["predictions"]
+        assert [p["class"] for p in served] == [p["class"] for p in expected], archive
+        served_probs = np.array([[t["probability"] for t in p["top_k"]] for p in served])
+        expected_probs = np.array([[t["probability"] for t in p["top_k"]] for p in expected])
+        np.testing.assert_allclose(served_probs, expected_probs, atol=2e-6, err_msg=archive)
