@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 from pathlib import Path
 
 from handlers.contract import ConfigError, InputContract
@@ -56,6 +57,13 @@ def main(argv: list[str] | None = None) -> int:
     variants.add_argument("--max-accuracy-drop", type=float, default=1.0, help="points below FP32")
     variants.add_argument("--min-agreement", type=float, default=0.99, help="top-1 agreement with FP32")
     variants.add_argument("--threads", type=int, default=None, help="intra-op threads (default: as the handler)")
+    variants.add_argument("--factory", help="your model (as for export); default: the demo models")
+    variants.add_argument("--weights", type=Path)
+    variants.add_argument("--name", help="your model's name: build/NAME must come from 'servekit export'")
+    variants.add_argument("--heldout", type=Path, help="your held-out inputs .npy [N, *shape]")
+    variants.add_argument("--heldout-labels", type=Path, help="their integer labels .npy [N]")
+    variants.add_argument("--calibration", type=Path, help="training inputs .npy for static INT8 and fine-tuning")
+    variants.add_argument("--calibration-labels", type=Path, help="their labels .npy (needed with --finetune-epochs)")
     variants.set_defaults(run=_variants)
 
     args = parser.parse_args(argv)
@@ -124,12 +132,45 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _variants(args: argparse.Namespace) -> int:
     from servekit.variants import Gates
-    from servekit.variants_report import run_variants
+    from servekit.variants_report import demo_variant_inputs, run_variants
 
     gates = Gates(args.max_accuracy_drop, args.min_agreement)
-    run_variants(args.build_dir, args.model_store, args.reports_dir, gates, args.prune_amount,
-                 args.finetune_epochs, args.threads)
+    jobs = [_user_variant_inputs(args)] if args.factory else demo_variant_inputs(args.build_dir)
+    run_variants(jobs, args.model_store, args.reports_dir, gates, args.prune_amount, args.finetune_epochs, args.threads)
     return 0
+
+
+def _user_variant_inputs(args: argparse.Namespace) -> VariantInputs:
+    """A bring-your-own model, exported before with ``servekit export``, with labelled held-out data."""
+    import numpy as np
+    import yaml
+
+    from servekit.export import ExportSpec
+    from servekit.model_config import MODEL_CONFIG_FILE
+    from servekit.user_model import load_user_model
+    from servekit.variants import VariantInputs
+
+    missing = [flag for flag, value in (("--name", args.name), ("--heldout", args.heldout),
+                                         ("--heldout-labels", args.heldout_labels)) if value is None]
+    if missing:
+        raise UserModelError(f"variants of your own model need {', '.join(missing)} (accuracy gates need labelled data)")
+    base_dir = args.build_dir / args.name
+    if not (base_dir / MODEL_CONFIG_FILE).exists():
+        raise UserModelError(f"{base_dir / MODEL_CONFIG_FILE} is missing: run 'servekit export --factory ... --name {args.name}' first")
+    contract = InputContract.from_dict(yaml.safe_load((base_dir / MODEL_CONFIG_FILE).read_text())["handler"]["input"])
+    load = lambda path: np.load(path, allow_pickle=False)  # noqa: E731
+    x_test, y_test = load(args.heldout).astype(np.float32), load(args.heldout_labels).astype(np.int64)
+    x_cal = load(args.calibration).astype(np.float32) if args.calibration else x_test
+    y_cal = load(args.calibration_labels).astype(np.int64) if args.calibration_labels else None
+    if args.finetune_epochs and y_cal is None:
+        raise UserModelError("--finetune-epochs needs --calibration and --calibration-labels")
+    return VariantInputs(args.name, load_user_model(args.factory, args.weights),
+                         ExportSpec(contract.name, contract.shape), base_dir, x_cal,
+                         y_cal if y_cal is not None else np.zeros(len(x_cal), np.int64), x_test, y_test)
+
+
+if TYPE_CHECKING:
+    from servekit.variants import VariantInputs
 
 
 if __name__ == "__main__":

@@ -45,3 +45,41 @@ def test_bad_model_reference_is_explained(tmp_path: Path, capsys: pytest.Capture
                                           reference: str, message: str) -> None:
     status = main(["export", "--factory", reference, "--name", "x", "--input-shape", "4", "--build-dir", str(tmp_path)])
     assert status == 2 and message in capsys.readouterr().err
+
+
+def test_user_model_variants_are_gated_archived_and_reported(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    import json
+
+    import numpy as np
+
+    from support.models import eager_predictions
+
+    weights = tmp_path / "w.pt"
+    model = tiny_classifier()
+    torch.save(model.state_dict(), weights)
+    x = np.random.default_rng(0).uniform(-1, 1, size=(128, 4)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", eager_predictions(model, x))  # labels = FP32's answers
+    common = ["--factory", "support.user_models:tiny_classifier", "--weights", str(weights), "--name", "mine",
+              "--build-dir", str(tmp_path / "build")]
+    assert main(["export", *common, "--input-name", "features", "--input-shape", "4", "--min", "-1", "--max", "1",
+                 "--heldout", str(tmp_path / "x.npy")]) == 0
+    assert main(["variants", *common, "--heldout", str(tmp_path / "x.npy"), "--heldout-labels", str(tmp_path / "y.npy"),
+                 "--model-store", str(tmp_path / "store"), "--reports-dir", str(tmp_path / "reports")]) == 0
+    report = json.loads((tmp_path / "reports" / "variants.json").read_text())
+    assert {r["variant"] for r in report["variants"]} >= {"ts_int8", "onnx_int8", "ts_pruned", "onnx_qdq_int8"}
+    archived = {p.name for p in (tmp_path / "store").iterdir()}
+    families = {"ts_int8": "mine_int8_ts.mar", "onnx_int8": "mine_int8_onnx.mar", "ts_pruned": "mine_pruned_ts.mar",
+                "onnx_qdq_int8": "mine_qdq_onnx.mar", "onnx_fp16": "mine_fp16_onnx.mar"}
+    for row in report["variants"]:
+        if row["variant"] in families:
+            assert (families[row["variant"]] in archived) == row["passed"], row
+        if row["passed"]:
+            assert row["p50_ms_b32"] > 0
+    assert (tmp_path / "reports" / "variants.md").read_text().startswith("# Optimized variants")
+
+
+def test_user_model_variants_need_labelled_heldout(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["variants", "--factory", "support.user_models:tiny_classifier", "--name", "mine",
+                 "--build-dir", str(tmp_path)]) == 2
+    assert "need --heldout, --heldout-labels" in capsys.readouterr().err
