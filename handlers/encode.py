@@ -18,21 +18,42 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return exp / exp.sum(axis=1, keepdims=True)
 
 
+class PredictionEncoder:
+    """Per-row JSON for class, label and top-k probabilities, built without per-row json.dumps."""
+
+    def __init__(self, labels: Sequence[str], top_k: int) -> None:
+        self.labels = list(labels)
+        self.top_k = top_k
+        self._label_json: dict[int, str] = {}
+
+    def _label(self, index: int) -> str:
+        cached = self._label_json.get(index)
+        if cached is None:
+            cached = self._label_json[index] = json.dumps(_label(self.labels, index))
+        return cached
+
+    def rows(self, logits: np.ndarray) -> list[str]:
+        """One JSON object (as text) per row of logits."""
+        probs = softmax(np.asarray(logits, dtype=np.float64))
+        k = min(self.top_k, probs.shape[1])
+        order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+        top_probs = np.take_along_axis(probs, order, axis=1).round(6).tolist()
+        out = []
+        for ranked, ranked_probs in zip(order.tolist(), top_probs):
+            top = ",".join(f'{{"class":{c},"label":{self._label(c)},"probability":{p!r}}}'
+                           for c, p in zip(ranked, ranked_probs))
+            out.append(f'{{"class":{ranked[0]},"label":{self._label(ranked[0])},"top_k":[{top}]}}')
+        return out
+
+
 def predictions(logits: np.ndarray, labels: Sequence[str], top_k: int) -> list[dict]:
-    """One dict per row: predicted class, its label and the top-k probabilities."""
-    probs = softmax(np.asarray(logits, dtype=np.float64))
-    k = min(top_k, probs.shape[1])
-    order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
-    out = []
-    for row, ranked in zip(probs, order):
-        top = [{"class": int(c), "label": _label(labels, c), "probability": round(float(row[c]), 6)} for c in ranked]
-        out.append({"class": top[0]["class"], "label": top[0]["label"], "top_k": top})
-    return out
+    """One dict per row: predicted class, its label and the top-k probabilities (as served)."""
+    return [json.loads(row) for row in PredictionEncoder(labels, top_k).rows(logits)]
 
 
-def encode_predictions(rows: list[dict]) -> bytes:
-    """The body of a successful answer (bytes, so the worker does not re-serialize it)."""
-    return json.dumps({"predictions": rows}, separators=(",", ":")).encode()
+def encode_predictions(rows: Sequence[str]) -> bytes:
+    """The body of a successful answer from encoded rows (bytes, so the worker does not re-serialize)."""
+    return ('{"predictions":[' + ",".join(rows) + "]}").encode()
 
 
 def encode_error(error: RequestError) -> bytes:

@@ -14,7 +14,7 @@ import numpy as np
 from handlers.backends import Backend
 from handlers.contract import HandlerConfig
 from handlers.decode import decode_payload
-from handlers.encode import encode_error, encode_predictions, predictions
+from handlers.encode import PredictionEncoder, encode_error, encode_predictions
 from handlers.errors import RequestError
 
 logger = logging.getLogger(__name__)
@@ -46,33 +46,31 @@ class ClassificationPipeline:
     def __init__(self, config: HandlerConfig, backend: Backend) -> None:
         self.config = config
         self.backend = backend
-
-    def decode_and_validate(self, request: RequestInput) -> np.ndarray:
-        """One request -> ``[n, *shape]`` array in the contract dtype, or a RequestError."""
-        raw = decode_payload(request.payload, request.content_type, self.config.input.name)
-        return self.config.input.as_batch(raw, self.config.max_instances)
+        self.encoder = PredictionEncoder(config.labels, config.top_k)
 
     def run(self, requests: Sequence[RequestInput]) -> tuple[list[Answer], int]:
         """Answer every request; also return how many instances went through the model at once."""
         answers: list[Answer | None] = [None] * len(requests)
-        arrays: list[np.ndarray] = []
-        owners: list[int] = []
+        accepted: list[tuple[int, np.ndarray]] = []
         for idx, request in enumerate(requests):
             try:
-                arrays.append(self.decode_and_validate(request))
-                owners.append(idx)
+                raw = decode_payload(request.payload, request.content_type, self.config.input.name)
+                accepted.append((idx, self.config.input.as_batch(raw, self.config.max_instances)))
             except RequestError as error:
-                answers[idx] = Answer(error.status, error.phrase, encode_error(error))
-        instances = 0
-        if arrays:
-            batch = arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
-            instances = batch.shape[0]
+                answers[idx] = _error_answer(error)
+        batch = _stack([array for _, array in accepted])
+        if batch is not None and not self.config.input.values_ok(batch):
+            # Rare path: some request holds NaN/Inf or out-of-range values; find and answer them.
+            accepted = [(idx, array) for idx, array in accepted if self._values_checked(idx, array, answers)]
+            batch = _stack([array for _, array in accepted])
+        instances = 0 if batch is None else batch.shape[0]
+        if batch is not None:
             outputs = self.backend.run(batch)
             if outputs.shape[0] != instances:
                 raise RuntimeError(f"model returned {outputs.shape[0]} rows for {instances} inputs")
-            rows = predictions(outputs, self.config.labels, self.config.top_k)
+            rows = self.encoder.rows(outputs)
             start = 0
-            for idx, array in zip(owners, arrays):
+            for idx, array in accepted:
                 stop = start + array.shape[0]
                 answers[idx] = Answer(OK_STATUS, OK_PHRASE, encode_predictions(rows[start:stop]))
                 start = stop
@@ -80,3 +78,22 @@ class ClassificationPipeline:
         if missing:
             raise RuntimeError(f"requests {missing} got no answer")
         return answers, instances  # type: ignore[return-value]
+
+    def _values_checked(self, idx: int, array: np.ndarray, answers: list[Answer | None]) -> bool:
+        try:
+            self.config.input.check_values(array)
+            return True
+        except RequestError as error:
+            answers[idx] = _error_answer(error)
+            return False
+
+
+def _error_answer(error: RequestError) -> Answer:
+    return Answer(error.status, error.phrase, encode_error(error))
+
+
+def _stack(arrays: list[np.ndarray]) -> np.ndarray | None:
+    """One batch from per-request arrays (no copy for a single request)."""
+    if not arrays:
+        return None
+    return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)

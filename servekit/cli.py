@@ -66,6 +66,17 @@ def main(argv: list[str] | None = None) -> int:
     variants.add_argument("--calibration-labels", type=Path, help="their labels .npy (needed with --finetune-epochs)")
     variants.set_defaults(run=_variants)
 
+    bench = commands.add_parser("bench", help="served throughput/latency: ours vs plain vs no-op vs in-process")
+    bench.add_argument("--build-dir", type=Path, default=DEFAULT_BUILD_DIR / "bench")
+    bench.add_argument("--reports-dir", type=Path, default=Path("reports"))
+    bench.add_argument("--concurrency", default="1,4,16,64", help="comma-separated connection counts")
+    bench.add_argument("--duration", type=float, default=8.0, help="seconds per concurrency level")
+    bench.add_argument("--models", default="digits_mlp,bench_cnn")
+    bench.add_argument("--threads", type=int, default=0, help="handler intra-op threads (0 = cores / workers)")
+    bench.add_argument("--no-decode", action="store_true", help="run workers with TS_DECODE_INPUT_REQUEST=false")
+    _add_batching_arguments(bench)
+    bench.set_defaults(run=_bench)
+
     args = parser.parse_args(argv)
     try:
         return args.run(args)
@@ -128,6 +139,17 @@ def _demo(args: argparse.Namespace) -> int:
     from servekit.demo import run_demo
 
     return run_demo(args.build_dir, args.model_store, _batching(args), args.concurrency)
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from servekit.bench.main import run_benchmark
+    from servekit.bench.run import Setting
+
+    setting = Setting(args.batch_size, args.max_batch_delay, args.workers)
+    concurrencies = [int(c) for c in args.concurrency.split(",")]
+    run_benchmark(args.build_dir, args.reports_dir, concurrencies, args.duration, setting,
+                  decode_input=not args.no_decode, models=tuple(args.models.split(",")), threads=args.threads)
+    return 0
 
 
 def _variants(args: argparse.Namespace) -> int:

@@ -52,3 +52,35 @@ DEMO_MODELS = {
     "digits_mlp": DemoModel("digits_mlp", DigitsMLP, "pixels", (64,), epochs=60),
     "digits_cnn": DemoModel("digits_cnn", DigitsCNN, "image", (1, 8, 8), epochs=40),
 }
+
+
+class _ResidualBlock(nn.Module):
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(channels, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels), nn.ReLU(),
+            nn.Conv2d(channels, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(x + self.body(x))
+
+
+class BenchCNN(nn.Module):
+    """A compute-bound ResNet-style CNN for 3x64x64 inputs; random weights (only speed matters)."""
+
+    def __init__(self, width: int = 32) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(3, width, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU(),
+            _ResidualBlock(width),
+            nn.Conv2d(width, width * 2, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(width * 2), nn.ReLU(),
+            _ResidualBlock(width * 2),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width * 2, 10),
+        )
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.net(image)
+
+
+BENCH_CNN_SHAPE = (3, 64, 64)

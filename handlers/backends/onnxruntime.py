@@ -22,6 +22,9 @@ class OnnxRuntimeBackend:
         # BaseHandler leaves intra-op at "all cores" per worker, which oversubscribes.
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+        # Spinning intra-op threads burn the cores TorchServe's frontend needs to move requests;
+        # on a shared box that costs more throughput than the wake-up latency it saves.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.threads = threads
         wants_cuda = gpu_id is not None and CUDA_PROVIDER in ort.get_available_providers()

@@ -37,8 +37,19 @@ def test_integers_are_accepted_as_float_input() -> None:
 ])
 def test_contract_violations_are_422_with_reason(array: np.ndarray, message: str) -> None:
     with pytest.raises(InvalidInput, match=message) as err:
-        CONTRACT.as_batch(array, max_instances=4)
+        CONTRACT.check_values(CONTRACT.as_batch(array, max_instances=4))
     assert err.value.status == 422
+
+
+@pytest.mark.parametrize(("value", "ok"), [(0.5, True), (1.0, True), (1.01, False), (-0.1, False),
+                                           (np.nan, False), (np.inf, False), (-np.inf, False)])
+def test_batch_level_value_check_agrees_with_per_request_check(value: float, ok: bool) -> None:
+    batch = np.full((3, 2, 2), 0.5, np.float32)
+    batch[1, 0, 1] = value
+    assert bool(CONTRACT.values_ok(batch)) == ok
+    if not ok:
+        with pytest.raises(InvalidInput):
+            CONTRACT.check_values(batch)
 
 
 def test_too_many_instances_is_413() -> None:
@@ -73,6 +84,6 @@ def test_bad_model_config_names_the_setting(yaml_doc: dict, message: str) -> Non
 def test_threads_never_oversubscribe_the_cores(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("os.cpu_count", lambda: 8)
     config = HandlerConfig(input=CONTRACT, workers=3)
-    assert config.intra_op_threads() == 2
+    assert config.intra_op_threads() == 2  # 7 cores after the frontend's, shared by 3 workers
     assert HandlerConfig(input=CONTRACT, workers=16).intra_op_threads() == 1
     assert HandlerConfig(input=CONTRACT, threads=5).intra_op_threads() == 5

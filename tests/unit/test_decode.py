@@ -75,6 +75,35 @@ def test_truncated_npy_is_malformed() -> None:
         decode_payload(npy(np.zeros((4, 64), np.float32))[:-10], "application/x-npy", "pixels")
 
 
+@pytest.mark.parametrize("array", [
+    np.asfortranarray(np.arange(6, dtype=np.int64).reshape(2, 3)),
+    np.float32(3.5),
+    np.zeros((2, 0), np.float32),
+    np.arange(4, dtype=">f8"),
+])
+def test_npy_layouts_and_byte_orders_round_trip(array: np.ndarray) -> None:
+    decoded = decode_payload(npy(np.asarray(array)), "application/x-npy", "pixels")
+    assert decoded.shape == np.shape(array) and decoded.dtype == np.asarray(array).dtype
+    np.testing.assert_array_equal(decoded, array)
+
+
+def test_npy_version_2_header_is_read() -> None:
+    buffer = io.BytesIO()
+    np.lib.format.write_array(buffer, np.ones((2, 2), np.float32), version=(2, 0))
+    np.testing.assert_array_equal(decode_payload(buffer.getvalue(), "application/x-npy", "x"), np.ones((2, 2)))
+
+
+def test_npy_with_trailing_bytes_is_refused() -> None:
+    with pytest.raises(MalformedRequest, match="header says"):
+        decode_payload(npy(np.zeros(3, np.float32)) + b"extra", "application/x-npy", "pixels")
+
+
+def test_structured_npy_is_refused() -> None:
+    structured = np.zeros(2, dtype=[("a", "<f4"), ("b", "<i4")])
+    with pytest.raises(MalformedRequest, match="not a plain numeric array"):
+        decode_payload(npy(structured), "application/x-npy", "pixels")
+
+
 def test_npy_content_type_without_npy_header() -> None:
     with pytest.raises(MalformedRequest, match="not an .npy array"):
         decode_payload(b"hello", "application/x-npy", "pixels")

@@ -5,7 +5,7 @@ import json
 
 import numpy as np
 
-from handlers.encode import encode_error, encode_predictions, predictions, softmax
+from handlers.encode import PredictionEncoder, encode_error, encode_predictions, predictions, softmax
 from handlers.errors import InvalidInput
 
 
@@ -27,7 +27,11 @@ def test_missing_labels_fall_back_to_class_index() -> None:
 
 
 def test_bodies_are_compact_json_bytes() -> None:
-    body = encode_predictions([{"class": 1}])
-    assert isinstance(body, bytes) and json.loads(body) == {"predictions": [{"class": 1}]}
+    rows = PredictionEncoder(['say "hi"', "b"], top_k=1).rows(np.array([[2.0, 0.0], [0.0, 2.0]]))
+    body = encode_predictions(rows)
+    assert isinstance(body, bytes) and body.startswith(b"{\"predictions\":[{\"class\":0,")
+    decoded = json.loads(body)["predictions"]
+    assert [p["label"] for p in decoded] == ['say "hi"', "b"]
+    assert decoded[0]["top_k"] == [{"class": 0, "label": 'say "hi"', "probability": 0.880797}]
     error = json.loads(encode_error(InvalidInput("input 'x' has shape [3]")))
     assert error == {"error": {"code": 422, "type": "InvalidInput", "message": "input 'x' has shape [3]"}}

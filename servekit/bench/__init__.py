@@ -1,0 +1,1 @@
+"""`servekit bench`: served throughput and latency, side by side with baselines and ceilings."""

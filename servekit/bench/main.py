@@ -1,0 +1,84 @@
+"""One command: build, serve, load, compare, and write reports/bench.{md,json,png}."""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+from handlers.contract import HandlerConfig, InputContract
+from servekit.bench import artifacts
+from servekit.bench.run import (Setting, Target, TargetResult, as_json, ceilings, cpu_count, measure_side_by_side,
+                                start_server, warm_up_frontend)
+
+# (label, archive kind, encoding): what runs side by side for each model.
+MLP_TARGETS = [Target("ours ts (JSON)", "ours_ts", "json"), Target("ours onnx (JSON)", "ours_onnx", "json"),
+               Target("ours onnx (npy)", "ours_onnx", "npy"), Target("plain ts (JSON)", "plain_ts", "json"),
+               Target("no-op (JSON)", "noop", "json")]
+CNN_TARGETS = [Target("ours onnx (npy)", "ours_onnx", "npy"), Target("ours ts (npy)", "ours_ts", "npy"),
+               Target("ours onnx (JSON)", "ours_onnx", "json"), Target("plain ts (JSON)", "plain_ts", "json"),
+               Target("no-op (npy)", "noop", "npy")]
+
+
+def run_benchmark(build_dir: Path, reports_dir: Path, concurrencies: list[int], duration_s: float,
+                  setting: Setting, decode_input: bool = True, models: tuple[str, ...] = ("digits_mlp", "bench_cnn"),
+                  threads: int = 0) -> dict:
+    """Everything side by side in one run and one server; returns the JSON document written."""
+    store = build_dir / "model_store"
+    store.mkdir(parents=True, exist_ok=True)
+    threads = threads or HandlerConfig(InputContract("x", (1,)), workers=setting.workers).intra_op_threads()
+    print(f"==> preparing archives (handler intra-op threads: {threads})", flush=True)
+    prepared = {"digits_mlp": lambda: artifacts.digits_mlp(build_dir, store, threads),
+                "bench_cnn": lambda: artifacts.bench_cnn(build_dir, store, threads)}
+    benches = {name: prepared[name]() for name in models}
+    results: list[TargetResult] = []
+    server = start_server(store, build_dir / "server", decode_input)
+    try:
+        warm_up_frontend(server.client, next(iter(benches.values())), max(concurrencies))
+        for name, bench in benches.items():
+            print(f"==> {name}: batch_size={setting.batch_size}, max_batch_delay={setting.max_batch_delay_ms} ms, "
+                  f"workers={setting.workers}, {duration_s:g} s per concurrency", flush=True)
+            targets = MLP_TARGETS if name == "digits_mlp" else CNN_TARGETS
+            results.extend(measure_side_by_side(server.client, bench, targets, setting, concurrencies, duration_s))
+    finally:
+        server.stop()
+    document = {"setting": asdict(setting), "threads": threads, "cores": cpu_count(), "duration_s": duration_s,
+                "decode_input_request": decode_input, "results": as_json(results),
+                "ceilings": {name: ceilings(bench, setting, threads) for name, bench in benches.items()}}
+    document["ratios"] = ratios(results, document["ceilings"], concurrencies)
+    reports_dir.mkdir(parents=True, exist_ok=True)
+    (reports_dir / "bench.json").write_text(json.dumps(document, indent=2) + "\n")
+    from servekit.bench.report import plot, render_markdown
+
+    (reports_dir / "bench.md").write_text(render_markdown(document))
+    plot(document, reports_dir / "bench.png")
+    print((reports_dir / "bench.md").read_text())
+    return document
+
+
+def ratios(results: list[TargetResult], ceiling: dict[str, dict[str, float]], concurrencies: list[int]) -> dict:
+    """The headline ratios per model, at the highest concurrency of 16 or below, and at each side's best."""
+    out = {}
+    by = {(r.model, r.label): r for r in results}
+    c = max((x for x in concurrencies if x <= 16), default=max(concurrencies))
+    for model in sorted({r.model for r in results}):
+        ours = [r for r in results if r.model == model and r.label.startswith("ours")]
+        best_ours = max(ours, key=lambda r: r.best().throughput)
+        plain = next(r for r in results if r.model == model and r.label.startswith("plain"))
+        noop = next(r for r in results if r.model == model and r.label.startswith("no-op"))
+        fmt = "onnx" if "onnx" in best_ours.label else "ts"
+        at_c = {label: by[(model, label)].at(c) for label in (best_ours.label, plain.label, noop.label)}
+        out[model] = {
+            "best_ours": best_ours.label,
+            "concurrency": c,
+            "ours_over_plain_at_c": at_c[best_ours.label].throughput / at_c[plain.label].throughput,
+            "ours_over_noop_at_c": at_c[best_ours.label].throughput / at_c[noop.label].throughput,
+            "ours_p99_ms_at_c": at_c[best_ours.label].p99_ms,
+            "plain_p99_ms_at_c": at_c[plain.label].p99_ms,
+            "ours_over_plain_best": best_ours.best().throughput / plain.best().throughput,
+            "ours_over_in_process_best": best_ours.best().throughput / ceiling[model][f"in_process_{fmt}"],
+            "npy_over_json_decode": ceiling[model]["npy_us"] / ceiling[model]["json_us"],
+        }
+        for label in {r.label for r in ours}:
+            r = by[(model, label)].at(c)
+            out[model][f"{label} / no-op at c"] = r.throughput / at_c[noop.label].throughput
+    return out

@@ -1,0 +1,157 @@
+"""Serve each handler kind in a real TorchServe, drive it with wrk, and compare side by side."""
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from servekit.bench.artifacts import BenchModel
+from servekit.bench.ceilings import decode_cost_us, in_process_items_per_s
+from servekit.bench.wrk import WrkResult, run_wrk
+from servekit.client import NPY_CONTENT_TYPE, TorchServeClient
+from servekit.torchserve import TorchServe
+
+CONTENT_TYPES = {"json": "application/json", "npy": NPY_CONTENT_TYPE}
+WARMUP_S = 2.0
+
+
+@dataclass(frozen=True)
+class Setting:
+    """TorchServe registration settings for one measurement."""
+
+    batch_size: int = 16
+    max_batch_delay_ms: int = 5
+    workers: int = 1
+
+
+@dataclass
+class TargetResult:
+    """One handler kind + encoding, served with one setting, at every concurrency."""
+
+    model: str
+    label: str
+    archive: str
+    encoding: str
+    setting: Setting
+    runs: list[WrkResult] = field(default_factory=list)
+
+    def best(self) -> WrkResult:
+        """The run with the highest throughput."""
+        return max(self.runs, key=lambda r: r.throughput)
+
+    def at(self, concurrency: int) -> WrkResult | None:
+        """The run at one concurrency."""
+        return next((r for r in self.runs if r.concurrency == concurrency), None)
+
+
+@dataclass(frozen=True)
+class Target:
+    """One handler kind with one encoding, registered under its own name."""
+
+    label: str
+    kind: str
+    encoding: str
+
+
+ROUNDS = 3
+
+
+def measure_side_by_side(client: TorchServeClient, bench: BenchModel, targets: list[Target], setting: Setting,
+                         concurrencies: list[int], duration_s: float, rounds: int = ROUNDS) -> list[TargetResult]:
+    """Register every target at once, then at each concurrency run them in interleaved rounds.
+
+    Round-robin slices (A B C A B C ...) share the machine's drift between targets, so the
+    ratios between them are fair even when absolute numbers wander.
+    """
+    names = {t: f"{bench.name}_{t.kind}_{t.encoding}" for t in targets}
+    results = {t: TargetResult(bench.name, t.label, bench.archives[t.kind], t.encoding, setting) for t in targets}
+    for target, name in names.items():
+        client.register(bench.archives[target.kind], model_name=name, batch_size=setting.batch_size,
+                        max_batch_delay_ms=setting.max_batch_delay_ms, initial_workers=setting.workers)
+    token = client.tokens.inference if client.tokens else ""
+
+    def load(target: Target, concurrency: int, seconds: float) -> WrkResult:
+        return run_wrk(f"{client.inference_url}/predictions/{names[target]}", bench.bodies[target.encoding],
+                       CONTENT_TYPES[target.encoding], token, concurrency=concurrency, duration_s=seconds)
+
+    try:
+        for target in targets:
+            load(target, max(concurrencies), WARMUP_S)
+        for concurrency in concurrencies:
+            slices: dict[Target, list[WrkResult]] = {t: [] for t in targets}
+            for _ in range(rounds):
+                for target in targets:
+                    slices[target].append(load(target, concurrency, duration_s / rounds))
+            for target in targets:
+                run = combine(slices[target])
+                results[target].runs.append(run)
+                print(f"    {target.label:<22} c={concurrency:<3} {run.throughput:8.1f} req/s  p50 {run.p50_ms:7.2f}  "
+                      f"p99 {run.p99_ms:7.2f} ms  errors {run.errors}", flush=True)
+    finally:
+        for name in names.values():
+            client.unregister(name)
+    return list(results.values())
+
+
+def combine(runs: list[WrkResult]) -> WrkResult:
+    """Pool interleaved slices: total requests over total time; median of the slices' percentiles."""
+    def median(values: list[float]) -> float:
+        return float(np.median(values))
+
+    return WrkResult(runs[0].concurrency, sum(r.requests for r in runs), sum(r.duration_s for r in runs),
+                     sum(r.errors for r in runs), median([r.p50_ms for r in runs]), median([r.p90_ms for r in runs]),
+                     median([r.p99_ms for r in runs]))
+
+
+JVM_WARMUP_S = 6.0
+
+
+def start_server(store: Path, workdir: Path, decode_input: bool = True) -> TorchServe:
+    """A TorchServe for benchmarking; ``decode_input=False`` sets TS_DECODE_INPUT_REQUEST=false."""
+    env = {} if decode_input else {"TS_DECODE_INPUT_REQUEST": "false"}
+    server = TorchServe(store, workdir, env=env)
+    server.start()
+    return server
+
+
+def warm_up_frontend(client: TorchServeClient, bench: BenchModel, concurrency: int) -> None:
+    """Drive the no-op handler until the JVM has compiled its hot paths.
+
+    Without this the first target measured pays for the frontend's JIT warm-up (seen: 2x more
+    frontend CPU per request than later targets), which would bias every comparison.
+    """
+    client.register(bench.archives["noop"], model_name="jvm_warmup", batch_size=16, max_batch_delay_ms=5)
+    try:
+        url = f"{client.inference_url}/predictions/jvm_warmup"
+        run_wrk(url, bench.bodies["json"], CONTENT_TYPES["json"], client.tokens.inference if client.tokens else "",
+                concurrency=concurrency, duration_s=JVM_WARMUP_S)
+    finally:
+        client.unregister("jvm_warmup")
+
+
+def ceilings(bench: BenchModel, setting: Setting, threads: int) -> dict[str, float]:
+    """In-process items/s of both formats at the served batch size and thread count, and decode cost."""
+    result = {f"in_process_{fmt}": in_process_items_per_s(bench.model_dir / f"model.{ext}", bench.instance,
+                                                          setting.batch_size, threads)
+              for fmt, ext in (("ts", "pt"), ("onnx", "onnx"))}
+    result.update(decode_cost_us(bench.bodies["json"], bench.bodies["npy"], _input_name(bench)))
+    return result
+
+
+def _input_name(bench: BenchModel) -> str:
+    import yaml
+
+    return yaml.safe_load((bench.model_dir / "model-config.yaml").read_text())["handler"]["input"]["name"]
+
+
+def as_json(results: list[TargetResult]) -> list[dict]:
+    """Serializable rows."""
+    return [{**{k: v for k, v in asdict(r).items() if k != "runs"},
+             "runs": [{**asdict(run), "throughput": run.throughput} for run in r.runs]} for r in results]
+
+
+def cpu_count() -> int:
+    """Cores visible to this process."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
