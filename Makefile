@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test variants archive clean
+.PHONY: setup tools demo test variants bench sweep archive clean
 
 setup: $(STAMP)
 
@@ -19,12 +19,25 @@ $(STAMP): pyproject.toml
 demo: setup
 	$(VENV)/bin/servekit demo
 
-test: setup
+# wrk (Debian's package) drives the benchmarks; installed when missing and we may use apt.
+tools:
+	@command -v wrk >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  (apt-get update -qq && apt-get install -y -qq wrk >/dev/null) || echo "note: wrk not installed; bench tests will skip"; }
+
+test: setup tools
 	$(PY) -m pytest
 
 # INT8 / pruned / FP16 variants: gated, archived into model_store/, measured -> reports/variants.*
 variants: setup
 	$(VENV)/bin/servekit variants
+
+# Served throughput/latency: ours vs plain vs no-op vs in-process -> reports/bench.{md,json,png}
+bench: setup tools
+	$(VENV)/bin/servekit bench
+
+# batch_size x max_batch_delay x workers x threads on the CNN -> reports/bench_sweep.{md,json}
+sweep: setup tools
+	$(VENV)/bin/servekit bench --sweep --duration 4
 
 archive: setup
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" ./archive.sh

@@ -74,6 +74,13 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--models", default="digits_mlp,bench_cnn")
     bench.add_argument("--threads", type=int, default=0, help="handler intra-op threads (0 = cores / workers)")
     bench.add_argument("--no-decode", action="store_true", help="run workers with TS_DECODE_INPUT_REQUEST=false")
+    bench.add_argument("--sweep", action="store_true", help="try batch_size x max_batch_delay x workers x threads")
+    bench.add_argument("--sweep-model", default="bench_cnn")
+    bench.add_argument("--sweep-batch-sizes", default="8,16,32")
+    bench.add_argument("--sweep-delays", default="2,5,10", help="max_batch_delay values, ms")
+    bench.add_argument("--sweep-workers", default="1,2")
+    bench.add_argument("--sweep-threads", default="1,2")
+    bench.add_argument("--sweep-concurrency", type=int, default=64)
     _add_batching_arguments(bench)
     bench.set_defaults(run=_bench)
 
@@ -145,6 +152,14 @@ def _bench(args: argparse.Namespace) -> int:
     from servekit.bench.main import run_benchmark
     from servekit.bench.run import Setting
 
+    if args.sweep:
+        from servekit.bench.sweep import run_sweep
+
+        ints = lambda text: [int(v) for v in text.split(",")]  # noqa: E731
+        run_sweep(args.sweep_model, args.build_dir / "sweep", args.reports_dir, ints(args.sweep_batch_sizes),
+                  ints(args.sweep_delays), ints(args.sweep_workers), ints(args.sweep_threads),
+                  args.sweep_concurrency, args.duration)
+        return 0
     setting = Setting(args.batch_size, args.max_batch_delay, args.workers)
     concurrencies = [int(c) for c in args.concurrency.split(",")]
     run_benchmark(args.build_dir, args.reports_dir, concurrencies, args.duration, setting,

@@ -148,3 +148,31 @@ def error_message(response: requests.Response) -> str:
             return str(body["error"].get("message", body))
         return str(body.get("message", body))
     return str(body)
+
+
+RETRYABLE_STATUSES = (500, 502, 503, 504, 507)
+
+
+def predict_with_retries(client: TorchServeClient, model: str, body: bytes, content_type: str,
+                         attempts: int = 8, backoff_s: float = 0.25) -> tuple[requests.Response, int]:
+    """POST an inference (idempotent) and retry on connection errors and 5xx with growing backoff.
+
+    Returns the final response and how many failures were retried. A 4xx is final: it is the
+    request's fault, and sending it again cannot help.
+    """
+    import time
+
+    failures = 0
+    for attempt in range(attempts):
+        try:
+            response = client.predict_raw(model, body, content_type)
+            if response.status_code not in RETRYABLE_STATUSES:
+                return response, failures
+        except (requests.ConnectionError, requests.Timeout):
+            response = None
+        failures += 1
+        if attempt + 1 < attempts:
+            time.sleep(backoff_s * (2 ** attempt))
+    if response is None:
+        raise TorchServeError(0, f"no answer after {attempts} attempts", f"{client.inference_url}/predictions/{model}")
+    return response, failures

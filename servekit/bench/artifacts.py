@@ -89,18 +89,18 @@ def _set_threads(config_path: Path, threads: int) -> None:
     config_path.write_text(yaml.safe_dump(document, sort_keys=False))
 
 
-def bench_cnn(build_dir: Path, store: Path, threads: int = 0) -> BenchModel:
+def bench_cnn(build_dir: Path, store: Path, threads: int = 0, name: str = "bench_cnn") -> BenchModel:
     """The compute-bound 3x64x64 CNN with seeded random weights."""
     torch.manual_seed(BENCH_SEED)
     model = BenchCNN().eval()
     heldout = np.random.default_rng(BENCH_SEED).uniform(0, 1, size=(64, *BENCH_CNN_SHAPE)).astype(np.float32)
     contract = InputContract("image", BENCH_CNN_SHAPE, "float32", 0.0, 1.0)
-    return prepare("bench_cnn", model, contract, heldout, build_dir, store, threads)
+    return prepare(name, model, contract, heldout, build_dir, store, threads)
 
 
-def digits_mlp(build_dir: Path, store: Path, threads: int = 0) -> BenchModel:
+def digits_mlp(build_dir: Path, store: Path, threads: int = 0, name: str = "digits_mlp") -> BenchModel:
     """The trained demo MLP."""
     from servekit.demo import demo_build_inputs
 
     model, build, heldout = demo_build_inputs("digits_mlp", build_dir, Batching())
-    return prepare("digits_mlp", model, build.contract, heldout, build_dir, store, threads)
+    return prepare(name, model, build.contract, heldout, build_dir, store, threads)

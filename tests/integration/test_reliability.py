@@ -1,0 +1,51 @@
+"""Bad input, faults and exposure against the live TorchServe: keep serving, lose nothing."""
+from __future__ import annotations
+
+import psutil
+import pytest
+
+from servekit.bad_inputs import bad_inputs
+from servekit.reliability import kill_worker_under_load, run_matrix, scale_under_load
+from support.serving import BATCH_SIZE, LiveServer
+
+pytestmark = pytest.mark.integration
+MAX_REQUEST_SIZE = 6291456  # config.properties
+
+
+@pytest.mark.parametrize("archive", ["digits_mlp_ts", "digits_mlp_onnx", "digits_cnn_ts", "digits_cnn_onnx"])
+def test_bad_input_matrix_in_shared_batches(live: LiveServer, built_models, archive: str) -> None:
+    built = built_models[live.archives[archive]]
+    cases = bad_inputs(built.contract.shape, max_instances=64, max_request_size=MAX_REQUEST_SIZE)
+    assert len(cases) >= 20
+    outcomes, good_failures = run_matrix(live.client, archive, built.contract.shape, cases, BATCH_SIZE)
+    failed = [(o.case, o.expected_status, o.status, o.message[:120]) for o in outcomes if not o.passed]
+    assert not failed, failed
+    assert good_failures == 0
+    assert live.client.ping()
+
+
+def test_killed_worker_is_restarted_and_retries_lose_nothing(live: LiveServer, built_models) -> None:
+    live.client.register("digits_mlp_onnx.mar", model_name="victim", batch_size=8, max_batch_delay_ms=2)
+    try:
+        run = kill_worker_under_load(live.client, "victim", built_models["digits_mlp"].contract.shape)
+        assert run.lost == 0, run
+        assert run.recovery_s is not None and run.recovery_s < 60
+        assert run.details[0].startswith("killed worker pid")
+    finally:
+        live.client.unregister("victim")
+
+
+def test_scaling_under_load_drops_nothing(live: LiveServer, built_models) -> None:
+    live.client.register("digits_mlp_ts.mar", model_name="scaled", batch_size=8, max_batch_delay_ms=2)
+    try:
+        run = scale_under_load(live.client, "scaled", built_models["digits_mlp"].contract.shape)
+        assert run.lost == 0, run
+    finally:
+        live.client.unregister("scaled")
+
+
+def test_every_listener_is_on_loopback(live: LiveServer) -> None:
+    processes = [psutil.Process(live.server.process.pid), *psutil.Process(live.server.process.pid).children(recursive=True)]
+    listening = [c for p in processes for c in p.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN]
+    assert len(listening) >= 5  # inference, management, metrics, two gRPC
+    assert all(c.laddr.ip in ("127.0.0.1", "::ffff:127.0.0.1", "::1") for c in listening), listening
