@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup tools demo test variants bench sweep archive clean
+.PHONY: setup tools demo test variants bench sweep reliability soak archive clean
 
 setup: $(STAMP)
 
@@ -38,6 +38,14 @@ bench: setup tools
 # batch_size x max_batch_delay x workers x threads on the CNN -> reports/bench_sweep.{md,json}
 sweep: setup tools
 	$(VENV)/bin/servekit bench --sweep --duration 4
+
+# Bad-input matrix, worker kill, scaling, snapshot restart, access checks -> reports/reliability.md
+reliability: setup
+	$(VENV)/bin/servekit reliability
+
+# Five minutes of sustained load: worker RSS, errors, latency -> reports/soak.md (not part of `make test`)
+soak: setup tools
+	$(VENV)/bin/servekit soak --minutes 5
 
 archive: setup
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" ./archive.sh

@@ -84,6 +84,18 @@ def main(argv: list[str] | None = None) -> int:
     _add_batching_arguments(bench)
     bench.set_defaults(run=_bench)
 
+    reliability = commands.add_parser("reliability", help="bad-input matrix, faults, access -> reports/reliability.md")
+    reliability.add_argument("--build-dir", type=Path, default=DEFAULT_BUILD_DIR)
+    reliability.add_argument("--reports-dir", type=Path, default=Path("reports"))
+    reliability.set_defaults(run=_reliability)
+
+    soak = commands.add_parser("soak", help="sustained load for minutes -> reports/soak.md (not in make test)")
+    soak.add_argument("--build-dir", type=Path, default=DEFAULT_BUILD_DIR / "soak")
+    soak.add_argument("--reports-dir", type=Path, default=Path("reports"))
+    soak.add_argument("--minutes", type=float, default=5.0)
+    soak.add_argument("--concurrency", type=int, default=16)
+    soak.set_defaults(run=_soak)
+
     args = parser.parse_args(argv)
     try:
         return args.run(args)
@@ -165,6 +177,21 @@ def _bench(args: argparse.Namespace) -> int:
     run_benchmark(args.build_dir, args.reports_dir, concurrencies, args.duration, setting,
                   decode_input=not args.no_decode, models=tuple(args.models.split(",")), threads=args.threads)
     return 0
+
+
+def _reliability(args: argparse.Namespace) -> int:
+    from servekit.reliability_report import run_reliability
+
+    doc = run_reliability(args.build_dir, args.reports_dir)
+    bad = [c for m in doc["matrix"] for c in m["cases"] if not c["passed"]]
+    harmed = sum(m["good_failures"] for m in doc["matrix"]) + sum(f["lost"] for f in doc["faults"])
+    return 1 if bad or harmed or not all(a["refused"] for a in doc["access"]) else 0
+
+
+def _soak(args: argparse.Namespace) -> int:
+    from servekit.soak import run_soak
+
+    return 0 if run_soak(args.build_dir, args.reports_dir, args.minutes, args.concurrency)["passed"] else 1
 
 
 def _variants(args: argparse.Namespace) -> int:

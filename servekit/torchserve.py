@@ -137,6 +137,24 @@ class TorchServe:
         self.stop()
 
 
+def latest_snapshot(log_dir: Path) -> Path:
+    """The newest ``*-snapshot.cfg`` TorchServe wrote (it records every registered model and its batching)."""
+    snapshots = sorted((Path(log_dir) / "config").glob("*-snapshot.cfg"))
+    if not snapshots:
+        raise FileNotFoundError(f"no TorchServe snapshot under {log_dir}/config")
+    return snapshots[-1]
+
+
+def restart_from_snapshot(server: TorchServe) -> TorchServe:
+    """Stop ``server`` and start a new one from its last snapshot, as ``torchserve --ts-config SNAPSHOT`` does."""
+    snapshot = latest_snapshot(server.log_dir)
+    server.stop()
+    restored = TorchServe(server.model_store, server.workdir, Ports.free(), config_template=snapshot,
+                          env=server.extra_env)
+    restored.start()
+    return restored
+
+
 def read_tokens(key_file: Path) -> Tokens | None:
     """The tokens, or None while TorchServe has not finished writing the key file."""
     try:

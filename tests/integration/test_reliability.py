@@ -49,3 +49,29 @@ def test_every_listener_is_on_loopback(live: LiveServer) -> None:
     listening = [c for p in processes for c in p.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN]
     assert len(listening) >= 5  # inference, management, metrics, two gRPC
     assert all(c.laddr.ip in ("127.0.0.1", "::ffff:127.0.0.1", "::1") for c in listening), listening
+
+
+def test_restart_from_snapshot_restores_models_and_batching(tmp_path, model_store) -> None:
+    import time
+
+    from servekit.torchserve import TorchServe, restart_from_snapshot
+
+    server = TorchServe(model_store, tmp_path / "ts")
+    client = server.start()
+    try:
+        client.register("digits_mlp_onnx.mar", model_name="survivor", batch_size=8, max_batch_delay_ms=7)
+        restored = restart_from_snapshot(server)
+        try:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                models = restored.client.list_models()
+                if "survivor" in models and restored.client.describe("survivor")[0]["workers"][0]["status"] == "READY":
+                    break
+                time.sleep(0.5)
+            [description] = restored.client.describe("survivor")
+            assert description["batchSize"] == 8 and description["maxBatchDelay"] == 7
+            assert restored.client.predict_json("survivor", [0.5] * 64)["predictions"][0]["label"]
+        finally:
+            restored.stop()
+    finally:
+        server.stop()
