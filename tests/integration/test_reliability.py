@@ -44,9 +44,20 @@ def test_scaling_under_load_drops_nothing(live: LiveServer, built_models) -> Non
         live.client.unregister("scaled")
 
 
+def listening_sockets(root_pid: int) -> list:
+    """Listening inet sockets of a process tree; workers that come and go meanwhile are skipped."""
+    root = psutil.Process(root_pid)
+    sockets = []
+    for process in [root, *root.children(recursive=True)]:
+        try:
+            sockets += [c for c in process.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN]
+        except psutil.NoSuchProcess:
+            continue
+    return sockets
+
+
 def test_every_listener_is_on_loopback(live: LiveServer) -> None:
-    processes = [psutil.Process(live.server.process.pid), *psutil.Process(live.server.process.pid).children(recursive=True)]
-    listening = [c for p in processes for c in p.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN]
+    listening = listening_sockets(live.server.process.pid)
     assert len(listening) >= 5  # inference, management, metrics, two gRPC
     assert all(c.laddr.ip in ("127.0.0.1", "::ffff:127.0.0.1", "::1") for c in listening), listening
 
