@@ -2,9 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,13 +10,14 @@ import numpy as np
 import torch
 
 from handlers.contract import InputContract
+from servekit.archiving import run_archive_sh
 from servekit.build import ModelBuild, build_model_dir
 from servekit.client import TorchServeClient, npy_bytes
 from servekit.data import LABELS, load_digits_split
 from servekit.load import LoadResult, run_load
 from servekit.model_config import Batching
 from servekit.models import DEMO_MODELS
-from servekit.torchserve import REPO_ROOT, TorchServe
+from servekit.torchserve import TorchServe
 from servekit.train import train_demo
 from servekit.validate import onnx_runner, torchscript_runner
 
@@ -100,9 +98,7 @@ def run_demo(build_dir: Path, model_store: Path, batching: Batching, concurrency
     write_samples(build_dir / "samples", split)
 
     step(f"3/6 archive into {model_store}/ with archive.sh")
-    subprocess.run([str(REPO_ROOT / "archive.sh"), *(str(build_dir / n) for n in DEMO_MODELS)],
-                   check=True, env={**os.environ, "MODEL_STORE": str(model_store.resolve()),
-                                    "ARCHIVER": str(Path(sys.executable).parent / "torch-model-archiver")})
+    run_archive_sh([build_dir / n for n in DEMO_MODELS], model_store)
 
     step("4/6 start TorchServe (token auth on, loopback only)")
     server = TorchServe(model_store, build_dir / "server")

@@ -31,7 +31,7 @@ def time_artifacts(paths: Sequence[Path], inputs: np.ndarray, batch_sizes: Seque
     backends = {path: load_backend(path, None, threads) for path in paths}
     batches = {b: np.ascontiguousarray(np.resize(inputs, (b, *inputs.shape[1:]))) for b in batch_sizes}
     samples: dict[tuple[Path, int], list[float]] = {(p, b): [] for p in paths for b in batch_sizes}
-    for path, backend in backends.items():
+    for backend in backends.values():
         for batch in batches.values():
             for _ in range(WARMUP_CALLS):
                 backend.run(batch)

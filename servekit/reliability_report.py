@@ -8,6 +8,7 @@ from pathlib import Path
 
 import requests
 
+from servekit.archiving import run_archive_sh
 from servekit.bad_inputs import bad_inputs
 from servekit.client import TorchServeError
 from servekit.demo import demo_build_inputs
@@ -15,7 +16,6 @@ from servekit.model_config import Batching
 from servekit.models import DEMO_MODELS
 from servekit.reliability import kill_worker_under_load, run_matrix, scale_under_load
 from servekit.torchserve import TorchServe, restart_from_snapshot
-from servekit.variants_report import archive
 
 MAX_REQUEST_SIZE = 6291456
 BATCH_SIZE = 16
@@ -31,7 +31,7 @@ def run_reliability(build_dir: Path, reports_dir: Path) -> dict:
     for name, spec in DEMO_MODELS.items():
         model, build, heldout = demo_build_inputs(name, build_dir, Batching())
         build_model_dir(model, build, heldout, build_dir / name)
-        archive([build_dir / name], store)
+        run_archive_sh([build_dir / name], store, quiet=True)
         shapes[name] = spec.input_shape
     server = TorchServe(store, build_dir / "reliability_server")
     client = server.start()

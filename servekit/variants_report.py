@@ -3,34 +3,24 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from dataclasses import asdict
 from pathlib import Path
 
 from handlers.contract import HandlerConfig
 from servekit import deploy_size
+from servekit.archiving import run_archive_sh
 from servekit.build import build_model_dir
 from servekit.data import load_digits_split
 from servekit.export import TORCHSCRIPT_FILE, ExportSpec
 from servekit.measure import Timing, time_artifacts
 from servekit.model_config import Batching
 from servekit.models import DEMO_MODELS
-from servekit.torchserve import REPO_ROOT
 from servekit.variants import Gates, VariantInputs, VariantResult, build_variants, judge, prune_empty_family_dirs
 
 TIMED_BATCH_SIZES = (1, 32)
 MiB = 1024 * 1024
 # Run-to-run noise on ~20 µs calls is about ±15 %: flag only clear slow-downs.
 SLOWER_THAN_FP32 = 0.85
-
-
-def archive(model_dirs: list[Path], model_store: Path) -> None:
-    """Run archive.sh on the given model directories."""
-    env = {**os.environ, "MODEL_STORE": str(model_store.resolve()),
-           "ARCHIVER": str(Path(sys.executable).parent / "torch-model-archiver")}
-    subprocess.run([str(REPO_ROOT / "archive.sh"), *map(str, model_dirs)], check=True, env=env,
-                   stdout=subprocess.DEVNULL)
 
 
 def mar_path(result: VariantResult, model_store: Path) -> Path:
@@ -70,7 +60,7 @@ def run_variants(jobs: list[VariantInputs], model_store: Path, reports_dir: Path
             print(f"  {r.variant:<17} acc {r.accuracy:.2%}  agreement {r.agreement:.2%}  "
                   f"max|diff| vs fp32 {r.max_abs_diff_vs_fp32:.3g}  -> {verdict}")
         passing = [r for r in results if r.passed]
-        archive(sorted({r.path.parent for r in passing}), model_store)
+        run_archive_sh(sorted({r.path.parent for r in passing}), model_store, quiet=True)
         print(f"  archived {len(passing)} passing variants; timing in-process with {threads} intra-op threads")
         timings = time_artifacts([r.path for r in passing], inputs.x_test, TIMED_BATCH_SIZES, threads)
         rows.extend(_row(r, timings.get(r.path), model_store, threads) for r in results)

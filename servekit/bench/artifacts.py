@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from handlers.contract import InputContract
+from servekit.archiving import run_archive_sh
 from servekit.build import ModelBuild, build_model_dir
 from servekit.client import npy_bytes
 from servekit.data import LABELS
@@ -46,13 +47,6 @@ def archive_reference(name: str, handler: Path, store: Path, serialized: Path | 
     return f"{name}.mar"
 
 
-def archive_ours(model_dir: Path, store: Path) -> None:
-    """Our archives through archive.sh, exactly as users build them."""
-    from servekit.variants_report import archive
-
-    archive([model_dir], store)
-
-
 def write_bodies(directory: Path, name: str, instance: np.ndarray) -> dict[str, Path]:
     """One instance as a JSON body and as an .npy body."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -70,7 +64,7 @@ def prepare(name: str, model: torch.nn.Module, contract: InputContract, heldout:
     build_model_dir(model, build, heldout, model_dir)
     if threads:
         _set_threads(model_dir / "model-config.yaml", threads)
-    archive_ours(model_dir, store)
+    run_archive_sh([model_dir], store, quiet=True)
     archives = {
         "ours_ts": f"{name}_ts.mar",
         "ours_onnx": f"{name}_onnx.mar",

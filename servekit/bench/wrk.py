@@ -70,7 +70,7 @@ def run_wrk(url: str, body: Path, content_type: str, token: str, concurrency: in
         out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     finally:
         Path(script.name).unlink(missing_ok=True)
-    line = next((l for l in out.splitlines() if l.startswith("WRK_JSON ")), None)
+    line = next((text for text in out.splitlines() if text.startswith("WRK_JSON ")), None)
     if line is None:
         raise RuntimeError(f"wrk printed no summary:\n{out}")
     data = json.loads(line[len("WRK_JSON "):])
