@@ -7,6 +7,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Callable
 
 import requests
 
@@ -145,21 +146,36 @@ def _time_until_ready(client: TorchServeClient, model: str, since: float, timeou
 def scale_under_load(client: TorchServeClient, model: str, shape: tuple[int, ...], requests_total: int = 300,
                      concurrency: int = 8) -> FaultRun:
     """Scale workers 1 -> 2 -> 1 while requests flow; none may fail."""
-    body = good_body(shape)
-    expected = client.predict_raw(model, body, NPY_CONTENT_TYPE)
-    run = FaultRun("scale workers 1 -> 2 -> 1 during load")
-    done = threading.Event()
-
-    def scaler() -> None:
+    def scale() -> None:
         client.scale(model, 2)
         client.scale(model, 1)
-        done.set()
 
-    thread = threading.Thread(target=scaler)
-    thread.start()
-    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+    return _change_under_load(client, model, shape, "scale workers 1 -> 2 -> 1 during load", scale,
+                              requests_total, concurrency)
+
+
+def churn_under_load(client: TorchServeClient, model: str, other_archive: str, shape: tuple[int, ...],
+                     requests_total: int = 300, concurrency: int = 8) -> FaultRun:
+    """Register and unregister another model twice while requests to ``model`` flow; none may fail."""
+    def churn() -> None:
+        for _ in range(2):
+            client.register(other_archive, model_name="churn", batch_size=4, max_batch_delay_ms=1)
+            client.unregister("churn")
+
+    return _change_under_load(client, model, shape, "register/unregister another model during load", churn,
+                              requests_total, concurrency)
+
+
+def _change_under_load(client: TorchServeClient, model: str, shape: tuple[int, ...], fault: str,
+                       change: Callable[[], None], requests_total: int, concurrency: int) -> FaultRun:
+    """Run ``change`` (management calls) while ``requests_total`` inferences flow; count wrong answers."""
+    body = good_body(shape)
+    expected = client.predict_raw(model, body, NPY_CONTENT_TYPE)
+    run = FaultRun(fault)
+    with ThreadPoolExecutor(max_workers=concurrency + 1) as pool:
+        changing = pool.submit(change)
         responses = list(pool.map(lambda _: client.predict_raw(model, body, NPY_CONTENT_TYPE), range(requests_total)))
-    thread.join()
+        changing.result()  # a failed management call fails the run, never silently
     run.requests = requests_total
     run.wrong_answers = sum(not same_answer(r, expected) for r in responses)
     run.lost = run.wrong_answers

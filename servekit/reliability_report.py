@@ -14,7 +14,7 @@ from servekit.client import TorchServeError
 from servekit.demo import demo_build_inputs
 from servekit.model_config import Batching
 from servekit.models import DEMO_MODELS
-from servekit.reliability import kill_worker_under_load, run_matrix, scale_under_load
+from servekit.reliability import churn_under_load, kill_worker_under_load, run_matrix, scale_under_load
 from servekit.torchserve import TorchServe, restart_from_snapshot
 
 MAX_REQUEST_SIZE = 6291456
@@ -50,7 +50,8 @@ def run_reliability(build_dir: Path, reports_dir: Path) -> dict:
                       f"expected; {good_failures} good batch-mates harmed")
         mlp_shape = shapes["digits_mlp"]
         for fault in (kill_worker_under_load(client, "digits_mlp_onnx", mlp_shape),
-                      scale_under_load(client, "digits_mlp_ts", mlp_shape)):
+                      scale_under_load(client, "digits_mlp_ts", mlp_shape),
+                      churn_under_load(client, "digits_mlp_ts", "digits_cnn_ts.mar", mlp_shape)):
             doc["faults"].append(asdict(fault))
             print(f"  {fault.fault}: {fault.requests} requests, {fault.retried_failures} failures retried, "
                   f"{fault.lost} lost")

@@ -5,7 +5,7 @@ import psutil
 import pytest
 
 from servekit.bad_inputs import bad_inputs
-from servekit.reliability import kill_worker_under_load, run_matrix, scale_under_load
+from servekit.reliability import churn_under_load, kill_worker_under_load, run_matrix, scale_under_load
 from support.serving import BATCH_SIZE, LiveServer
 
 pytestmark = pytest.mark.integration
@@ -35,11 +35,14 @@ def test_killed_worker_is_restarted_and_retries_lose_nothing(live: LiveServer, b
         live.client.unregister("victim")
 
 
-def test_scaling_under_load_drops_nothing(live: LiveServer, built_models) -> None:
+def test_scaling_and_model_churn_under_load_drop_nothing(live: LiveServer, built_models) -> None:
     live.client.register("digits_mlp_ts.mar", model_name="scaled", batch_size=8, max_batch_delay_ms=2)
+    shape = built_models["digits_mlp"].contract.shape
     try:
-        run = scale_under_load(live.client, "scaled", built_models["digits_mlp"].contract.shape)
-        assert run.lost == 0, run
+        for run in (scale_under_load(live.client, "scaled", shape),
+                    churn_under_load(live.client, "scaled", "digits_cnn_onnx.mar", shape)):
+            assert run.requests == 300 and run.lost == 0, run
+        assert "churn" not in live.client.list_models()
     finally:
         live.client.unregister("scaled")
 
