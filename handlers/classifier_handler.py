@@ -12,7 +12,7 @@ from typing import Any
 from handlers.backends import load_backend
 from handlers.contract import HandlerConfig
 from handlers.encode import JSON_CONTENT_TYPE
-from handlers.pipeline import ClassificationPipeline, RequestInput
+from handlers.pipeline import ClassificationPipeline, RequestInput, StageTimes
 
 logger = logging.getLogger(__name__)
 
@@ -42,12 +42,33 @@ class ClassifierHandler:
         if self.pipeline is None:
             raise RuntimeError("handle() called before initialize()")
         requests = [request_input(row, context, idx) for idx, row in enumerate(data)]
-        answers, instances = self.pipeline.run(requests)
+        answers, times = self.pipeline.run(requests)
         for idx, answer in enumerate(answers):
             context.set_response_status(answer.status, answer.phrase, idx)
             context.set_response_content_type(idx, JSON_CONTENT_TYPE)
-            context.set_response_header(idx, BATCH_SIZE_HEADER, str(instances))
+            context.set_response_header(idx, BATCH_SIZE_HEADER, str(times.instances))
+        emit_metrics(context.metrics, times, [answer.status for answer in answers])
         return [answer.body for answer in answers]
+
+
+def emit_metrics(metrics: Any, times: StageTimes, statuses: list[int]) -> None:
+    """Per-stage time, real batch size and request errors by status, through TorchServe's metrics API.
+
+    With ``model_metrics_auto_detect=true`` (config.properties) they appear on the Prometheus
+    endpoint as HandlerDecodeMs, HandlerInferMs, HandlerEncodeMs, HandlerBatchInstances and
+    HandlerRequestErrors{Status=...}.
+    """
+    if metrics is None:  # contexts built outside a worker (unit tests) carry no metrics cache
+        return
+    from ts.metrics.dimension import Dimension
+    from ts.metrics.metric_type_enum import MetricTypes
+
+    for name, value in (("HandlerDecodeMs", times.decode_ms), ("HandlerInferMs", times.infer_ms),
+                        ("HandlerEncodeMs", times.encode_ms)):
+        metrics.add_time(name, value, None, "ms")
+    metrics.add_metric("HandlerBatchInstances", times.instances, "count", metric_type=MetricTypes.GAUGE)
+    for status in sorted(set(statuses) - {200}):
+        metrics.add_counter("HandlerRequestErrors", statuses.count(status), None, [Dimension("Status", str(status))])
 
 
 def request_input(row: dict, context: Any, idx: int) -> RequestInput:

@@ -6,6 +6,7 @@ once for every request that survived, so one bad request never costs its batch-m
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -31,6 +32,16 @@ class RequestInput:
     content_type: str | None
 
 
+@dataclass
+class StageTimes:
+    """Milliseconds spent per stage for one batch, and the instances the model ran together."""
+
+    decode_ms: float = 0.0
+    infer_ms: float = 0.0
+    encode_ms: float = 0.0
+    instances: int = 0
+
+
 @dataclass(frozen=True)
 class Answer:
     """One request's answer: HTTP status, reason phrase, JSON body."""
@@ -48,8 +59,10 @@ class ClassificationPipeline:
         self.backend = backend
         self.encoder = PredictionEncoder(config.labels, config.top_k)
 
-    def run(self, requests: Sequence[RequestInput]) -> tuple[list[Answer], int]:
-        """Answer every request; also return how many instances went through the model at once."""
+    def run(self, requests: Sequence[RequestInput]) -> tuple[list[Answer], StageTimes]:
+        """Answer every request; also say how long each stage took and how many instances ran together."""
+        times = StageTimes()
+        started = time.perf_counter()
         answers: list[Answer | None] = [None] * len(requests)
         accepted: list[tuple[int, np.ndarray]] = []
         for idx, request in enumerate(requests):
@@ -63,21 +76,26 @@ class ClassificationPipeline:
             # Rare path: some request holds NaN/Inf or out-of-range values; find and answer them.
             accepted = [(idx, array) for idx, array in accepted if self._values_checked(idx, array, answers)]
             batch = _stack([array for _, array in accepted])
-        instances = 0 if batch is None else batch.shape[0]
+        instances = times.instances = 0 if batch is None else batch.shape[0]
+        times.decode_ms = _ms_since(started)
         if batch is not None:
+            started = time.perf_counter()
             outputs = self.backend.run(batch)
+            times.infer_ms = _ms_since(started)
             if outputs.shape[0] != instances:
                 raise RuntimeError(f"model returned {outputs.shape[0]} rows for {instances} inputs")
+            started = time.perf_counter()
             rows = self.encoder.rows(outputs)
             start = 0
             for idx, array in accepted:
                 stop = start + array.shape[0]
                 answers[idx] = Answer(OK_STATUS, OK_PHRASE, encode_predictions(rows[start:stop]))
                 start = stop
+            times.encode_ms = _ms_since(started)
         missing = [idx for idx, answer in enumerate(answers) if answer is None]
         if missing:
             raise RuntimeError(f"requests {missing} got no answer")
-        return answers, instances  # type: ignore[return-value]
+        return answers, times  # type: ignore[return-value]
 
     def _values_checked(self, idx: int, array: np.ndarray, answers: list[Answer | None]) -> bool:
         try:
@@ -86,6 +104,10 @@ class ClassificationPipeline:
         except RequestError as error:
             answers[idx] = _error_answer(error)
             return False
+
+
+def _ms_since(started: float) -> float:
+    return (time.perf_counter() - started) * 1000.0
 
 
 def _error_answer(error: RequestError) -> Answer:
