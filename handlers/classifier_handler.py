@@ -32,7 +32,7 @@ class ClassifierHandler:
         config = HandlerConfig.from_model_yaml(context.model_yaml_config)
         model_file = Path(properties["model_dir"]) / context.manifest["model"]["serializedFile"]
         backend = load_backend(model_file, properties.get("gpu_id"), config.intra_op_threads())
-        self.pipeline = ClassificationPipeline(config, backend)
+        self.pipeline = ClassificationPipeline(config, backend, context.model_name)
         logger.info("model %s ready: %s, input %s", context.model_name, backend.describe(), config.input)
 
     def handle(self, data: list[dict] | None, context: Any) -> list[bytes] | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import re
 import struct
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -19,6 +20,65 @@ JSON_DATA_KEY = "data"
 def media_type(content_type: str | None) -> str:
     """``'application/json; charset=utf-8'`` -> ``'application/json'``."""
     return (content_type or "").split(";", 1)[0].strip().lower()
+
+
+PLAIN = "plain"
+V2 = "v2"
+# Open Inference Protocol (KServe v2 / Triton) tensor datatypes we accept.
+V2_DATATYPES = {"FP32": np.float32, "FP64": np.float64, "FP16": np.float16, "INT64": np.int64,
+                "INT32": np.int32, "INT16": np.int16, "INT8": np.int8, "UINT8": np.uint8}
+V2_REQUEST_KEYS = {"id", "inputs", "outputs", "parameters"}
+
+
+@dataclass(frozen=True)
+class DecodedRequest:
+    """One request's array, which protocol it spoke (answers use the same), and its v2 id."""
+
+    array: np.ndarray
+    protocol: str = PLAIN
+    request_id: str | None = None
+
+
+def decode_request(payload: Any, content_type: str | None, input_name: str) -> DecodedRequest:
+    """Like ``decode_payload``, but also says whether the body was an Open Inference Protocol request."""
+    kind = media_type(content_type)
+    document = payload
+    if isinstance(payload, (bytes, bytearray, str)) and payload and kind in JSON_TYPES:
+        document = parse_json(payload)
+    if isinstance(document, dict) and "inputs" in document:
+        return _decode_v2(document, input_name)
+    return DecodedRequest(decode_payload(document, content_type, input_name))
+
+
+def _decode_v2(document: dict, input_name: str) -> DecodedRequest:
+    unknown = set(document) - V2_REQUEST_KEYS
+    if unknown:
+        raise MalformedRequest(f"v2 request has unknown keys {sorted(unknown)}; allowed: {sorted(V2_REQUEST_KEYS)}")
+    inputs = document["inputs"]
+    if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
+        count = len(inputs) if isinstance(inputs, list) else type(inputs).__name__
+        raise MalformedRequest(f"v2 'inputs' must be a list of exactly one tensor object; got {count}")
+    tensor = inputs[0]
+    missing = {"name", "shape", "datatype", "data"} - set(tensor)
+    if missing:
+        raise MalformedRequest(f"v2 input needs {sorted(missing)}")
+    if tensor["name"] != input_name:
+        raise MalformedRequest(f"v2 input is named {tensor['name']!r}; this model's input is {input_name!r}")
+    dtype = V2_DATATYPES.get(tensor["datatype"])
+    if dtype is None:
+        raise MalformedRequest(f"v2 datatype {tensor['datatype']!r} is not supported; use one of {sorted(V2_DATATYPES)}")
+    shape = tensor["shape"]
+    if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+        raise MalformedRequest(f"v2 shape must be a list of non-negative integers; got {shape!r}")
+    values = _array_from_json({"data": tensor["data"]}, input_name)
+    expected = int(np.prod(shape, dtype=np.int64))
+    if values.size != expected:
+        raise MalformedRequest(f"v2 data holds {values.size} values; shape {shape} needs {expected}")
+    if values.dtype.kind not in "biuf" or values.dtype.kind == "b":
+        raise MalformedRequest(f"v2 data must be numbers for datatype {tensor['datatype']}")
+    request_id = document.get("id")
+    return DecodedRequest(values.astype(dtype, copy=False).reshape(shape), V2,
+                          None if request_id is None else str(request_id))
 
 
 def decode_payload(payload: Any, content_type: str | None, input_name: str) -> np.ndarray:

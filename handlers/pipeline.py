@@ -14,7 +14,7 @@ import numpy as np
 
 from handlers.backends import Backend
 from handlers.contract import HandlerConfig
-from handlers.decode import decode_payload
+from handlers.decode import V2, DecodedRequest, decode_request
 from handlers.encode import PredictionEncoder, encode_error, encode_predictions
 from handlers.errors import RequestError
 
@@ -54,9 +54,10 @@ class Answer:
 class ClassificationPipeline:
     """Runs a batch of requests through one model, isolating per-request errors."""
 
-    def __init__(self, config: HandlerConfig, backend: Backend) -> None:
+    def __init__(self, config: HandlerConfig, backend: Backend, model_name: str = "model") -> None:
         self.config = config
         self.backend = backend
+        self.model_name = model_name
         self.encoder = PredictionEncoder(config.labels, config.top_k)
 
     def run(self, requests: Sequence[RequestInput]) -> tuple[list[Answer], StageTimes]:
@@ -65,10 +66,11 @@ class ClassificationPipeline:
         started = time.perf_counter()
         answers: list[Answer | None] = [None] * len(requests)
         accepted: list[tuple[int, np.ndarray]] = []
+        decoded: dict[int, DecodedRequest] = {}
         for idx, request in enumerate(requests):
             try:
-                raw = decode_payload(request.payload, request.content_type, self.config.input.name)
-                accepted.append((idx, self.config.input.as_batch(raw, self.config.max_instances)))
+                decoded[idx] = decode_request(request.payload, request.content_type, self.config.input.name)
+                accepted.append((idx, self.config.input.as_batch(decoded[idx].array, self.config.max_instances)))
             except RequestError as error:
                 answers[idx] = _error_answer(error)
         batch = _stack([array for _, array in accepted])
@@ -89,7 +91,11 @@ class ClassificationPipeline:
             start = 0
             for idx, array in accepted:
                 stop = start + array.shape[0]
-                answers[idx] = Answer(OK_STATUS, OK_PHRASE, encode_predictions(rows[start:stop]))
+                if decoded[idx].protocol == V2:
+                    body = self.encoder.v2(outputs[start:stop], self.model_name, decoded[idx].request_id)
+                else:
+                    body = encode_predictions(rows[start:stop])
+                answers[idx] = Answer(OK_STATUS, OK_PHRASE, body)
                 start = stop
             times.encode_ms = _ms_since(started)
         missing = [idx for idx, answer in enumerate(answers) if answer is None]

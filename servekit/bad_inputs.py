@@ -41,8 +41,9 @@ def _npy_header_only(header: dict) -> bytes:
     return buffer.getvalue()
 
 
-def bad_inputs(shape: Sequence[int], max_instances: int, max_request_size: int) -> list[BadInput]:
-    """Every case for a model whose instances have ``shape`` (values allowed in [0, 1])."""
+def bad_inputs(shape: Sequence[int], max_instances: int, max_request_size: int,
+               input_name: str) -> list[BadInput]:
+    """Every case for a model whose input ``input_name`` has instances of ``shape`` (values in [0, 1])."""
     shape = tuple(shape)
     good = np.full(shape, 0.5, np.float32)
     wrong_shape = np.full((*shape[:-1], shape[-1] + 1), 0.5).tolist()
@@ -56,7 +57,12 @@ def bad_inputs(shape: Sequence[int], max_instances: int, max_request_size: int) 
         BadInput("malformed JSON", b'{"data": [0.5, 0.5', JSON, 400, "not valid JSON"),
         BadInput("empty body", b"", JSON, 400, "empty"),
         BadInput("JSON array at top level", _json([good.tolist()]), JSON, 400, "must be an object"),
-        BadInput("unknown key", _json({"inputs": good.tolist()}), JSON, 400, "exactly one key"),
+        BadInput("unknown key", _json({"pixels_": good.tolist()}), JSON, 400, "exactly one key"),
+        BadInput("v2 inputs not tensors", _json({"inputs": good.tolist()}), JSON, 400, "exactly one tensor"),
+        BadInput("v2 unsupported datatype", _json(v2_request(good, input_name, "BYTES")), JSON, 400, "datatype 'BYTES'"),
+        BadInput("v2 wrong input name", _json(v2_request(good, input_name + "_x")), JSON, 400, "this model's input is"),
+        BadInput("v2 shape and data disagree", _json({**v2_request(good, input_name), "inputs": [
+            {**v2_request(good, input_name)["inputs"][0], "shape": [1, 2]}]}), JSON, 400, "needs 2"),
         BadInput("extra key", _json({"data": good.tolist(), "x": 1}), JSON, 400, "exactly one key"),
         BadInput("data not a list", _json({"data": "pixels"}), JSON, 400, "must be a (nested) list"),
         BadInput("ragged array", _json({"data": [[0.5], [0.5, 0.5]]}), JSON, 400, "rectangular"),
@@ -85,6 +91,12 @@ def bad_inputs(shape: Sequence[int], max_instances: int, max_request_size: int) 
         BadInput("unsupported content type", b"GIF89a", "image/gif", 415, "image/gif"),
         BadInput("body over max_request_size", b"0" * (max_request_size + 1), JSON, 413, ""),
     ]
+
+
+def v2_request(instance: np.ndarray, name: str, datatype: str = "FP32") -> dict:
+    """An Open Inference Protocol request for one instance."""
+    return {"id": "r1", "inputs": [{"name": name, "shape": [1, *instance.shape], "datatype": datatype,
+                                    "data": instance.ravel().tolist()}]}
 
 
 def good_body(shape: Sequence[int], value: float = 0.5) -> bytes:

@@ -41,7 +41,7 @@ def run_reliability(build_dir: Path, reports_dir: Path) -> dict:
             for fmt in ("ts", "onnx"):
                 archive_name = f"{name}_{fmt}"
                 client.register(f"{archive_name}.mar", batch_size=BATCH_SIZE, max_batch_delay_ms=10)
-                cases = bad_inputs(shape, 64, MAX_REQUEST_SIZE)
+                cases = bad_inputs(shape, 64, MAX_REQUEST_SIZE, DEMO_MODELS[name].input_name)
                 outcomes, good_failures = run_matrix(client, archive_name, shape, cases, BATCH_SIZE)
                 doc["matrix"].append({"archive": archive_name, "cases": [asdict(o) for o in outcomes],
                                       "good_requests": len(cases), "good_failures": good_failures,

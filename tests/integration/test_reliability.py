@@ -15,7 +15,7 @@ MAX_REQUEST_SIZE = 6291456  # config.properties
 @pytest.mark.parametrize("archive", ["digits_mlp_ts", "digits_mlp_onnx", "digits_cnn_ts", "digits_cnn_onnx"])
 def test_bad_input_matrix_in_shared_batches(live: LiveServer, built_models, archive: str) -> None:
     built = built_models[live.archives[archive]]
-    cases = bad_inputs(built.contract.shape, max_instances=64, max_request_size=MAX_REQUEST_SIZE)
+    cases = bad_inputs(built.contract.shape, 64, MAX_REQUEST_SIZE, built.contract.name)
     assert len(cases) >= 20
     outcomes, good_failures = run_matrix(live.client, archive, built.contract.shape, cases, BATCH_SIZE)
     failed = [(o.case, o.expected_status, o.status, o.message[:120]) for o in outcomes if not o.passed]

@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import json
-import threading
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -13,22 +11,10 @@ from handlers.classifier_handler import BATCH_SIZE_HEADER
 from servekit.client import NPY_CONTENT_TYPE, TorchServeError, npy_bytes
 from support.models import eager_predictions
 
-from support.serving import BATCH_SIZE, MAX_BATCH_DELAY_MS, LiveServer
+from support.serving import BATCH_SIZE, MAX_BATCH_DELAY_MS, LiveServer, send_together
 
 pytestmark = pytest.mark.integration
 CONCURRENT_REQUESTS = 48
-
-
-def send_together(live: LiveServer, archive: str, bodies: list[tuple[bytes, str]]) -> list[requests.Response]:
-    """Send every body at once (a barrier releases all threads together) so they share batches."""
-    barrier = threading.Barrier(len(bodies))
-
-    def send(body: tuple[bytes, str]) -> requests.Response:
-        barrier.wait()
-        return live.client.predict_raw(archive, *body)
-
-    with ThreadPoolExecutor(max_workers=len(bodies)) as pool:
-        return list(pool.map(send, bodies))
 
 
 def json_body(instance: np.ndarray) -> tuple[bytes, str]:
@@ -50,7 +36,7 @@ def test_concurrent_requests_match_in_process_and_form_batches(live: LiveServer,
     x = built.x_test[:CONCURRENT_REQUESTS]
     # Half JSON, half npy: both decoders in the same batches.
     bodies = [json_body(xi) if i % 2 else (npy_bytes(xi), NPY_CONTENT_TYPE) for i, xi in enumerate(x)]
-    responses = send_together(live, archive, bodies)
+    responses = send_together(live.client, archive, bodies)
     assert [r.status_code for r in responses] == [200] * len(bodies)
     served = [r.json()["predictions"][0]["class"] for r in responses]
     assert served == eager_predictions(built.model, x).tolist()
@@ -62,7 +48,7 @@ def test_concurrent_requests_match_in_process_and_form_batches(live: LiveServer,
 def test_one_bad_request_in_a_shared_batch_gets_the_only_4xx(live: LiveServer, built_models) -> None:
     built = built_models["digits_mlp"]
     bodies = [json_body(x) for x in built.x_test[:7]] + [(b'{"data": [1, 2', "application/json")]
-    responses = send_together(live, "digits_mlp_onnx", bodies)
+    responses = send_together(live.client, "digits_mlp_onnx", bodies)
     statuses = [r.status_code for r in responses]
     assert statuses == [200] * 7 + [400]
     assert "not valid JSON" in responses[-1].json()["error"]["message"]

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from servekit.client import TorchServeClient
+from servekit.reliability import send_together  # noqa: F401  (re-exported for tests)
 from servekit.torchserve import REPO_ROOT, TorchServe
 
 ARCHIVE_SUFFIXES = ("ts", "onnx")

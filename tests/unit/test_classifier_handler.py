@@ -100,3 +100,26 @@ def test_cnn_top_k_probabilities(built_models, artifact: str) -> None:
 def test_workflow_style_load_call_with_no_data(mlp_handler) -> None:
     handler, context, _ = mlp_handler
     assert handler.handle(None, context) is None
+
+
+def v2_body(instances: np.ndarray, name: str = "pixels", request_id: str = "abc") -> tuple[bytes, str]:
+    request = {"id": request_id, "inputs": [{"name": name, "shape": list(instances.shape), "datatype": "FP32",
+                                             "data": instances.ravel().tolist()}]}
+    return json.dumps(request).encode(), "application/json"
+
+
+def test_open_inference_protocol_round_trip_in_a_mixed_batch(mlp_handler) -> None:
+    handler, context, built = mlp_handler
+    x = built.x_test[:5]
+    answers = run_handler(handler, context, [v2_body(x[:3]), json_body(x[3]), v2_body(x[4:5], name="wrong")])
+    assert [status for status, _ in answers] == [200, 200, 400]
+    v2 = answers[0][1]
+    assert v2["id"] == "abc" and v2["model_name"] == "test"
+    outputs = {o["name"]: o for o in v2["outputs"]}
+    assert outputs["probabilities"]["shape"] == [3, 10] and outputs["probabilities"]["datatype"] == "FP32"
+    expected = eager_predictions(built.model, x[:3]).tolist()
+    assert outputs["class"]["data"] == expected and outputs["label"]["data"] == [str(c) for c in expected]
+    probabilities = np.array(outputs["probabilities"]["data"]).reshape(3, 10)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+    assert answers[1][1]["predictions"][0]["class"] == eager_predictions(built.model, x[3:4])[0]
+    assert "this model's input is 'pixels'" in answers[2][1]["error"]["message"]
