@@ -28,3 +28,15 @@ def test_v2_requests_are_answered_in_v2_for_every_request_of_a_batch(live: LiveS
         assert body["id"] == f"req-{i}" and body["model_name"] == archive
         assert outputs["class"]["data"] == [expected[i]]
         assert np.isclose(sum(outputs["probabilities"]["data"]), 1.0, atol=1e-5)
+
+
+def test_typed_client_speaks_v2_and_raises_on_4xx(live: LiveServer, built_models) -> None:
+    from servekit.client import TorchServeError
+
+    built = built_models["digits_mlp"]
+    answer = live.client.predict_v2("digits_mlp_ts", built.contract.name, built.x_test[:4], request_id="x")
+    outputs = {o["name"]: o for o in answer["outputs"]}
+    assert answer["id"] == "x" and outputs["class"]["data"] == eager_predictions(built.model, built.x_test[:4]).tolist()
+    with pytest.raises(TorchServeError, match="this model's input is 'pixels'") as err:
+        live.client.predict_v2("digits_mlp_ts", "nope", built.x_test[:1])
+    assert err.value.status == 400
