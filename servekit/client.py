@@ -79,6 +79,15 @@ class TorchServeClient:
         return self._checked(self.predict_raw(model, npy_bytes(array), NPY_CONTENT_TYPE)).json()
 
     # --- management API --------------------------------------------------------------------
+    def predict_v2(self, model: str, input_name: str, array: np.ndarray, request_id: str | None = None) -> dict:
+        """An Open Inference Protocol (v2) request for ``array`` ([N, ...] float32); returns the v2 answer."""
+        array = np.ascontiguousarray(array, dtype=np.float32)
+        request: dict[str, Any] = {"inputs": [{"name": input_name, "shape": list(array.shape), "datatype": "FP32",
+                                               "data": array.ravel().tolist()}]}
+        if request_id is not None:
+            request["id"] = request_id
+        return self._checked(self.predict_raw(model, json.dumps(request).encode(), "application/json")).json()
+
     def register(self, archive: str, *, batch_size: int, max_batch_delay_ms: int, initial_workers: int = 1,
                  model_name: str | None = None, response_timeout_s: int | None = None) -> dict:
         """POST /models synchronously with batching parameters."""
