@@ -63,45 +63,61 @@ class ClassificationPipeline:
     def run(self, requests: Sequence[RequestInput]) -> tuple[list[Answer], StageTimes]:
         """Answer every request; also say how long each stage took and how many instances ran together."""
         times = StageTimes()
-        started = time.perf_counter()
         answers: list[Answer | None] = [None] * len(requests)
-        accepted: list[tuple[int, np.ndarray]] = []
-        decoded: dict[int, DecodedRequest] = {}
-        for idx, request in enumerate(requests):
-            try:
-                decoded[idx] = decode_request(request.payload, request.content_type, self.config.input.name)
-                accepted.append((idx, self.config.input.as_batch(decoded[idx].array, self.config.max_instances)))
-            except RequestError as error:
-                answers[idx] = _error_answer(error)
-        batch = _stack([array for _, array in accepted])
-        if batch is not None and not self.config.input.values_ok(batch):
-            # Rare path: some request holds NaN/Inf or out-of-range values; find and answer them.
-            accepted = [(idx, array) for idx, array in accepted if self._values_checked(idx, array, answers)]
-            batch = _stack([array for _, array in accepted])
-        instances = times.instances = 0 if batch is None else batch.shape[0]
+        started = time.perf_counter()
+        accepted, batch = self._decode_and_validate(requests, answers)
         times.decode_ms = _ms_since(started)
         if batch is not None:
+            times.instances = batch.shape[0]
             started = time.perf_counter()
             outputs = self.backend.run(batch)
             times.infer_ms = _ms_since(started)
-            if outputs.shape[0] != instances:
-                raise RuntimeError(f"model returned {outputs.shape[0]} rows for {instances} inputs")
+            if outputs.shape[0] != times.instances:
+                raise RuntimeError(f"model returned {outputs.shape[0]} rows for {times.instances} inputs")
             started = time.perf_counter()
-            rows = self.encoder.rows(outputs)
-            start = 0
-            for idx, array in accepted:
-                stop = start + array.shape[0]
-                if decoded[idx].protocol == V2:
-                    body = self.encoder.v2(outputs[start:stop], self.model_name, decoded[idx].request_id)
-                else:
-                    body = encode_predictions(rows[start:stop])
-                answers[idx] = Answer(OK_STATUS, OK_PHRASE, body)
-                start = stop
+            self._encode(accepted, outputs, answers)
             times.encode_ms = _ms_since(started)
         missing = [idx for idx, answer in enumerate(answers) if answer is None]
         if missing:
             raise RuntimeError(f"requests {missing} got no answer")
         return answers, times  # type: ignore[return-value]
+
+    def _decode_and_validate(self, requests: Sequence[RequestInput], answers: list[Answer | None]
+                             ) -> tuple[list[tuple[int, DecodedRequest, np.ndarray]], np.ndarray | None]:
+        """Per request: decode and check shape/dtype; then values once per batch. Rejects get their answer.
+
+        Returns the accepted requests and their stacked batch (None when nothing was accepted).
+        """
+        contract = self.config.input
+        accepted = []
+        for idx, request in enumerate(requests):
+            try:
+                decoded = decode_request(request.payload, request.content_type, contract.name)
+                accepted.append((idx, decoded, contract.as_batch(decoded.array, self.config.max_instances)))
+            except RequestError as error:
+                answers[idx] = _error_answer(error)
+        if not accepted:
+            return accepted, None
+        batch = _stack([array for _, _, array in accepted])
+        if not contract.values_ok(batch):
+            # Rare path: some request holds NaN/Inf or out-of-range values; find and answer them.
+            accepted = [item for item in accepted if self._values_checked(item[0], item[2], answers)]
+            batch = _stack([array for _, _, array in accepted]) if accepted else None
+        return accepted, batch
+
+    def _encode(self, accepted: list[tuple[int, DecodedRequest, np.ndarray]], outputs: np.ndarray,
+                answers: list[Answer | None]) -> None:
+        """Split the batch's outputs back to their requests, each in the protocol it was asked in."""
+        rows = self.encoder.rows(outputs) if any(d.protocol != V2 for _, d, _ in accepted) else []
+        start = 0
+        for idx, decoded, array in accepted:
+            stop = start + array.shape[0]
+            if decoded.protocol == V2:
+                body = self.encoder.v2(outputs[start:stop], self.model_name, decoded.request_id)
+            else:
+                body = encode_predictions(rows[start:stop])
+            answers[idx] = Answer(OK_STATUS, OK_PHRASE, body)
+            start = stop
 
     def _values_checked(self, idx: int, array: np.ndarray, answers: list[Answer | None]) -> bool:
         try:
@@ -120,8 +136,6 @@ def _error_answer(error: RequestError) -> Answer:
     return Answer(error.status, error.phrase, encode_error(error))
 
 
-def _stack(arrays: list[np.ndarray]) -> np.ndarray | None:
+def _stack(arrays: list[np.ndarray]) -> np.ndarray:
     """One batch from per-request arrays (no copy for a single request)."""
-    if not arrays:
-        return None
     return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)

@@ -79,8 +79,9 @@ def test_npy_and_json_give_the_same_answer(mlp_handler) -> None:
 def test_all_bad_batch_never_calls_the_model(mlp_handler) -> None:
     handler, context, _ = mlp_handler
     handler.pipeline.backend = None  # would raise if touched
-    answers = run_handler(handler, context, [(b"{", "application/json"), (b"", "application/x-npy")])
-    assert [status for status, _ in answers] == [400, 400]
+    answers = run_handler(handler, context, [(b"{", "application/json"), (b"", "application/x-npy"),
+                                             json_body(np.full(64, np.nan)), json_body(np.full(64, 7.0))])
+    assert [status for status, _ in answers] == [400, 400, 422, 422]
 
 
 @pytest.mark.parametrize("artifact", ARTIFACTS)
