@@ -9,6 +9,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from ts.metrics.dimension import Dimension
+from ts.metrics.metric_type_enum import MetricTypes
+
 from handlers.backends import load_backend
 from handlers.contract import HandlerConfig
 from handlers.encode import JSON_CONTENT_TYPE
@@ -60,9 +63,6 @@ def emit_metrics(metrics: Any, times: StageTimes, statuses: list[int]) -> None:
     """
     if metrics is None:  # contexts built outside a worker (unit tests) carry no metrics cache
         return
-    from ts.metrics.dimension import Dimension
-    from ts.metrics.metric_type_enum import MetricTypes
-
     for name, value in (("HandlerDecodeMs", times.decode_ms), ("HandlerInferMs", times.infer_ms),
                         ("HandlerEncodeMs", times.encode_ms)):
         metrics.add_time(name, value, None, "ms")

@@ -8,7 +8,9 @@ from pathlib import Path
 
 from handlers.contract import ConfigError, InputContract
 from servekit.model_config import Batching
+from servekit.optimize.prune import DEFAULT_AMOUNT as DEFAULT_PRUNE_AMOUNT
 from servekit.user_model import UserModelError
+from servekit.variants import Gates
 from servekit.validate import DEFAULT_ATOL, DEFAULT_RTOL, ExportValidationError
 
 DEFAULT_BUILD_DIR = Path("build")
@@ -52,10 +54,10 @@ def main(argv: list[str] | None = None) -> int:
     variants.add_argument("--build-dir", type=Path, default=DEFAULT_BUILD_DIR)
     variants.add_argument("--model-store", type=Path, default=Path("model_store"))
     variants.add_argument("--reports-dir", type=Path, default=Path("reports"))
-    variants.add_argument("--prune-amount", type=float, default=0.2)
+    variants.add_argument("--prune-amount", type=float, default=DEFAULT_PRUNE_AMOUNT)
     variants.add_argument("--finetune-epochs", type=int, default=0, help="recover accuracy after pruning")
-    variants.add_argument("--max-accuracy-drop", type=float, default=1.0, help="points below FP32")
-    variants.add_argument("--min-agreement", type=float, default=0.99, help="top-1 agreement with FP32")
+    variants.add_argument("--max-accuracy-drop", type=float, default=Gates().max_accuracy_drop, help="points below FP32")
+    variants.add_argument("--min-agreement", type=float, default=Gates().min_agreement, help="top-1 agreement with FP32")
     variants.add_argument("--threads", type=int, default=None, help="intra-op threads (default: as the handler)")
     variants.add_argument("--factory", help="your model (as for export); default: the demo models")
     variants.add_argument("--weights", type=Path)
@@ -72,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--concurrency", default="1,4,16,64", help="comma-separated connection counts")
     bench.add_argument("--duration", type=float, default=8.0, help="seconds per concurrency level")
     bench.add_argument("--models", default="digits_mlp,bench_cnn")
-    bench.add_argument("--threads", type=int, default=0, help="handler intra-op threads (0 = cores / workers)")
+    bench.add_argument("--threads", type=int, default=0, help="handler intra-op threads (0 = (cores - 1) / workers)")
     bench.add_argument("--no-decode", action="store_true", help="run workers with TS_DECODE_INPUT_REQUEST=false")
     bench.add_argument("--sweep", action="store_true", help="try batch_size x max_batch_delay x workers x threads")
     bench.add_argument("--sweep-model", default="bench_cnn")
@@ -195,7 +197,6 @@ def _soak(args: argparse.Namespace) -> int:
 
 
 def _variants(args: argparse.Namespace) -> int:
-    from servekit.variants import Gates
     from servekit.variants_report import demo_variant_inputs, run_variants
 
     gates = Gates(args.max_accuracy_drop, args.min_agreement)

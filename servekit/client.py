@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -169,8 +170,6 @@ def predict_with_retries(client: TorchServeClient, model: str, body: bytes, cont
     Returns the final response and how many failures were retried. A 4xx is final: it is the
     request's fault, and sending it again cannot help.
     """
-    import time
-
     failures = 0
     for attempt in range(attempts):
         try:

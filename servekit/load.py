@@ -29,11 +29,6 @@ class LoadResult:
         """Requests per second over the run."""
         return len(self.answers) / self.wall_s if self.wall_s else 0.0
 
-    def summary(self) -> str:
-        """p50/p99 and throughput on one line."""
-        return (f"p50 {self.percentile(50):6.2f} ms, p99 {self.percentile(99):6.2f} ms, "
-                f"{self.throughput:7.1f} req/s over {len(self.answers)} requests")
-
 
 def _timed(send: Callable[[Item], Result], item: Item) -> tuple[Result, float]:
     started = time.perf_counter()

@@ -6,7 +6,7 @@ import os
 from dataclasses import asdict
 from pathlib import Path
 
-from handlers.contract import HandlerConfig
+from handlers.contract import default_intra_op_threads
 from servekit import deploy_size
 from servekit.archiving import run_archive_sh
 from servekit.build import build_model_dir
@@ -48,7 +48,7 @@ def run_variants(jobs: list[VariantInputs], model_store: Path, reports_dir: Path
                  finetune_epochs: int, threads: int | None = None) -> list[dict]:
     """Build, gate, archive and time every variant of every job; returns the rows written to variants.json."""
     # The same thread count the handler picks for one worker per model on this machine.
-    threads = threads or _default_handler_config().intra_op_threads()
+    threads = threads or default_intra_op_threads(Batching().max_workers)
     rows: list[dict] = []
     for inputs in jobs:
         print(f"\n==> {inputs.name}: building variants (prune amount {prune_amount:.0%}, fine-tune {finetune_epochs} epochs)")
@@ -70,12 +70,6 @@ def run_variants(jobs: list[VariantInputs], model_store: Path, reports_dir: Path
     write_reports(rows, sizes, reports_dir, gates, prune_amount, finetune_epochs, threads,
                   sorted({len(j.y_test) for j in jobs}))
     return rows
-
-
-def _default_handler_config() -> HandlerConfig:
-    from handlers.contract import InputContract
-
-    return HandlerConfig(input=InputContract("x", (1,)), workers=Batching().max_workers)
 
 
 def _row(r: VariantResult, timing: dict[int, Timing] | None, model_store: Path, threads: int) -> dict:

@@ -5,7 +5,7 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from handlers.contract import HandlerConfig, InputContract
+from handlers.contract import default_intra_op_threads
 from servekit.bench import artifacts
 from servekit.bench.run import (Setting, Target, TargetResult, as_json, ceilings, cpu_count, measure_side_by_side,
                                 start_server, warm_up_frontend)
@@ -25,7 +25,7 @@ def run_benchmark(build_dir: Path, reports_dir: Path, concurrencies: list[int], 
     """Everything side by side in one run and one server; returns the JSON document written."""
     store = build_dir / "model_store"
     store.mkdir(parents=True, exist_ok=True)
-    threads = threads or HandlerConfig(InputContract("x", (1,)), workers=setting.workers).intra_op_threads()
+    threads = threads or default_intra_op_threads(setting.workers)
     print(f"==> preparing archives (handler intra-op threads: {threads})", flush=True)
     prepared = {"digits_mlp": lambda: artifacts.digits_mlp(build_dir, store, threads),
                 "bench_cnn": lambda: artifacts.bench_cnn(build_dir, store, threads)}
