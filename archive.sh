@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
-# Build one self-contained .mar per model and format into the model store.
+# Build self-contained archives into the model store: one .mar per model and format, and the
+# pipelines/ensembles (compositions) both as one in-process .mar and as a workflow .war.
 #
-#   ./archive.sh                      # every model under build/ (as written by `servekit export`)
-#   ./archive.sh build/digits_mlp     # just these model directories
+#   ./archive.sh                      # every directory under build/ (as written by `servekit`)
+#   ./archive.sh build/digits_mlp     # just these directories
 #
-# A model directory holds model-config.yaml plus model.pt (TorchScript) and/or model.onnx.
-# Archives are named <dir>_ts.mar and <dir>_onnx.mar. Re-running overwrites them (idempotent).
-# Env: BUILD_DIR (build), MODEL_STORE (model_store), VERSION (1.0), ARCHIVER (torch-model-archiver).
+# What a directory holds decides what is built (re-running overwrites: idempotent):
+#   model-config.yaml + model.pt / model.onnx  -> <dir>_ts.mar / <dir>_onnx.mar
+#   model-config.yaml + members/*.onnx         -> <dir>.mar   (composition run in one worker)
+#   workflow.yaml + composition.yaml           -> <dir>.war   (composition as a TorchServe workflow;
+#                                                 the member .mar files it names must be in the store)
+# Env: BUILD_DIR (build), MODEL_STORE (model_store), VERSION (1.0), ARCHIVER (torch-model-archiver),
+#      WORKFLOW_ARCHIVER (torch-workflow-archiver).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -14,6 +19,9 @@ build_dir="${BUILD_DIR:-$here/build}"
 model_store="${MODEL_STORE:-$here/model_store}"
 version="${VERSION:-1.0}"
 archiver="${ARCHIVER:-$(command -v torch-model-archiver || echo "$here/.venv/bin/torch-model-archiver")}"
+workflow_archiver="${WORKFLOW_ARCHIVER:-$(dirname "$archiver")/torch-workflow-archiver}"
+python="$(dirname "$archiver")/python"
+[ -x "$python" ] || python="$(command -v python3)"
 
 die() { echo "archive.sh: $*" >&2; exit 1; }
 
@@ -25,6 +33,8 @@ else
   shopt -s nullglob
   model_dirs=()
   for config in "$build_dir"/*/model-config.yaml; do model_dirs+=("$(dirname "$config")"); done
+  # Workflows last: registering one needs its member .mar files in the store.
+  for spec in "$build_dir"/*/workflow.yaml; do model_dirs+=("$(dirname "$spec")"); done
   [ "${#model_dirs[@]}" -gt 0 ] || die "no model directories with model-config.yaml under $build_dir (run 'servekit export' first)"
 fi
 
@@ -49,10 +59,53 @@ archive_one() {  # model_dir artifact archive_name
   echo "archived $model_store/$name.mar ($(du -h "$model_store/$name.mar" | cut -f1))"
 }
 
+archive_composed() {  # model_dir: members/ travel as extra files; no single serialized model
+  local model_dir="$1" name
+  name="$(basename "$model_dir")"
+  local extra="$stage/composed_$name"
+  rm -rf "$extra" && cp -R "$stage/src" "$extra" && cp -R "$model_dir/members" "$extra/members"
+  "$archiver" \
+    --model-name "$name" \
+    --version "$version" \
+    --handler "$here/handlers/classifier_handler.py" \
+    --extra-files "$extra" \
+    --config-file "$model_dir/model-config.yaml" \
+    --export-path "$model_store" \
+    --force
+  echo "archived $model_store/$name.mar ($(du -h "$model_store/$name.mar" | cut -f1))"
+}
+
+archive_workflow() {  # model_dir holding workflow.yaml and composition.yaml
+  local model_dir="$1" name
+  name="$(basename "$model_dir")"
+  [ -x "$workflow_archiver" ] || die "torch-workflow-archiver not found (run 'make setup' or set WORKFLOW_ARCHIVER)"
+  [ -f "$model_dir/composition.yaml" ] || die "$model_dir/composition.yaml is missing (run 'servekit composition')"
+  "$workflow_archiver" \
+    --workflow-name "$name" \
+    --spec-file "$model_dir/workflow.yaml" \
+    --handler "$here/handlers/workflow_nodes.py" \
+    --extra-files "$model_dir/composition.yaml" \
+    --export-path "$model_store" \
+    -f
+  # The archiver copies extra files flat (no directories), but the nodes import the handlers
+  # package: add it to the .war (a zip) ourselves, with the same layout as in every .mar.
+  "$python" - "$model_store/$name.war" "$stage/src" <<'PY'
+import sys, zipfile
+from pathlib import Path
+war, root = sys.argv[1], Path(sys.argv[2])
+with zipfile.ZipFile(war, "a", zipfile.ZIP_DEFLATED) as archive:
+    for path in sorted((root / "handlers").rglob("*.py")):
+        archive.write(path, path.relative_to(root).as_posix())
+PY
+  echo "archived $model_store/$name.war ($(du -h "$model_store/$name.war" | cut -f1))"
+}
+
 for model_dir in "${model_dirs[@]}"; do
   model_dir="${model_dir%/}"
   [ -d "$model_dir" ] || die "model directory $model_dir does not exist"
+  if [ -f "$model_dir/workflow.yaml" ]; then archive_workflow "$model_dir"; continue; fi
   [ -f "$model_dir/model-config.yaml" ] || die "$model_dir/model-config.yaml is missing (run 'servekit export')"
+  if [ -d "$model_dir/members" ]; then archive_composed "$model_dir"; continue; fi
   base="$(basename "$model_dir")"
   found=0
   if [ -f "$model_dir/model.pt" ]; then archive_one "$model_dir" model.pt "${base}_ts"; found=1; fi

@@ -12,9 +12,8 @@ from typing import Any
 from ts.metrics.dimension import Dimension
 from ts.metrics.metric_type_enum import MetricTypes
 
-from handlers.backends import load_backend
+from handlers.backends import Backend, load_backend
 from handlers.contract import HandlerConfig
-from handlers.encode import JSON_CONTENT_TYPE
 from handlers.pipeline import ClassificationPipeline, RequestInput, StageTimes
 
 logger = logging.getLogger(__name__)
@@ -31,10 +30,8 @@ class ClassifierHandler:
 
     def initialize(self, context: Any) -> None:
         """Read model-config.yaml, load the serialized model on the worker's device."""
-        properties = context.system_properties
         config = HandlerConfig.from_model_yaml(context.model_yaml_config)
-        model_file = Path(properties["model_dir"]) / context.manifest["model"]["serializedFile"]
-        backend = load_backend(model_file, properties.get("gpu_id"), config.intra_op_threads())
+        backend = load_model(config, context)
         self.pipeline = ClassificationPipeline(config, backend, context.model_name)
         logger.info("model %s ready: %s, input %s", context.model_name, backend.describe(), config.input)
 
@@ -48,10 +45,25 @@ class ClassifierHandler:
         answers, times = self.pipeline.run(requests)
         for idx, answer in enumerate(answers):
             context.set_response_status(answer.status, answer.phrase, idx)
-            context.set_response_content_type(idx, JSON_CONTENT_TYPE)
+            context.set_response_content_type(idx, answer.content_type)
             context.set_response_header(idx, BATCH_SIZE_HEADER, str(times.instances))
         emit_metrics(context.metrics, times, [answer.status for answer in answers])
         return [answer.body for answer in answers]
+
+
+def load_model(config: HandlerConfig, context: Any) -> Backend:
+    """The archive's serialized model, or its members when model-config.yaml describes a composition."""
+    properties = context.system_properties
+    model_dir = Path(properties["model_dir"])
+    gpu_id, threads = properties.get("gpu_id"), config.intra_op_threads()
+    if config.composition is not None:
+        from handlers.composed_model import ComposedModel
+
+        return ComposedModel.load(config.composition, model_dir, gpu_id, threads)
+    serialized = context.manifest["model"].get("serializedFile")
+    if not serialized:
+        raise ValueError("the archive has no serialized model and model-config.yaml no handler.composition")
+    return load_backend(model_dir / serialized, gpu_id, threads)
 
 
 def emit_metrics(metrics: Any, times: StageTimes, statuses: list[int]) -> None:

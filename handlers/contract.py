@@ -3,16 +3,22 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 
 from handlers.errors import InvalidInput, TooManyInstances
 
+if TYPE_CHECKING:
+    from handlers.composition import CompositionConfig
+
 DEFAULT_TOP_K = 3
 DEFAULT_MAX_INSTANCES = 64
 FRONTEND_CORES = 1  # left to TorchServe's frontend when sizing worker thread pools
 ACCEPTED_DTYPES = ("float32", "float64", "float16", "int64", "int32", "uint8")
+PREDICTIONS = "predictions"  # JSON: class, label, top-k probabilities
+PROBABILITIES = "probabilities"  # .npy float32 [n, classes]: what a workflow member hands to the next node
+OUTPUTS = (PREDICTIONS, PROBABILITIES)
 
 
 class ConfigError(ValueError):
@@ -124,6 +130,8 @@ class HandlerConfig:
     max_instances: int = DEFAULT_MAX_INSTANCES
     threads: int = 0
     workers: int = 1
+    output: str = PREDICTIONS
+    composition: CompositionConfig | None = None  # set when the model is a pipeline/ensemble of members
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -133,6 +141,8 @@ class HandlerConfig:
             raise ConfigError(f"handler.max_instances must be >= 1, got {self.max_instances}")
         if self.threads < 0:
             raise ConfigError(f"handler.threads must be >= 0 (0 = auto), got {self.threads}")
+        if self.output not in OUTPUTS:
+            raise ConfigError(f"handler.output must be one of {OUTPUTS}, got {self.output!r}")
 
     @classmethod
     def from_model_yaml(cls, model_yaml: Mapping[str, Any] | None) -> HandlerConfig:
@@ -142,7 +152,12 @@ class HandlerConfig:
         section = dict(model_yaml["handler"])
         if "input" not in section:
             raise ConfigError("model-config.yaml handler section needs 'input' (name, shape, dtype)")
-        known = {"input", "labels", "top_k", "max_instances", "threads"}
+        known = {"input", "labels", "top_k", "max_instances", "threads", "output", "composition"}
+        composition = None
+        if "composition" in section:
+            from handlers.composition import CompositionConfig  # imports ConfigError from here
+
+            composition = CompositionConfig.from_dict(section["composition"])
         return cls(
             input=InputContract.from_dict(section["input"]),
             labels=tuple(str(label) for label in section.get("labels", ())),
@@ -150,6 +165,8 @@ class HandlerConfig:
             max_instances=int(section.get("max_instances", DEFAULT_MAX_INSTANCES)),
             threads=int(section.get("threads", 0)),
             workers=int(model_yaml.get("maxWorkers", model_yaml.get("minWorkers", 1))),
+            output=str(section.get("output", PREDICTIONS)),
+            composition=composition,
             extra={k: v for k, v in section.items() if k not in known},
         )
 

@@ -6,7 +6,7 @@ from typing import Sequence
 
 import numpy as np
 
-from handlers.errors import RequestError
+from handlers.errors import AnsweredError
 
 JSON_CONTENT_TYPE = "application/json"
 
@@ -76,8 +76,8 @@ def encode_predictions(rows: Sequence[str]) -> bytes:
     return ('{"predictions":[' + ",".join(rows) + "]}").encode()
 
 
-def encode_error(error: RequestError) -> bytes:
-    """The body of a 4xx answer."""
+def encode_error(error: AnsweredError) -> bytes:
+    """The body of an error answer (4xx for bad requests, 5xx when a composed model's member fails)."""
     return json.dumps({"error": error.to_json()}, separators=(",", ":")).encode()
 
 

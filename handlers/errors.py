@@ -1,12 +1,12 @@
-"""Request errors, each mapped to one HTTP status in one place."""
+"""Errors answered to clients, each mapped to one HTTP status in one place."""
 from __future__ import annotations
 
 
-class RequestError(Exception):
-    """A problem with one request: answered with a 4xx for that request only."""
+class AnsweredError(Exception):
+    """An error that becomes one request's answer: status, phrase and a JSON body naming the cause."""
 
-    status = 400
-    phrase = "Bad Request"
+    status = 500
+    phrase = "Internal Server Error"
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -15,6 +15,13 @@ class RequestError(Exception):
     def to_json(self) -> dict:
         """Body sent back to the client."""
         return {"code": self.status, "type": type(self).__name__, "message": self.message}
+
+
+class RequestError(AnsweredError):
+    """A problem with one request: answered with a 4xx for that request only."""
+
+    status = 400
+    phrase = "Bad Request"
 
 
 class MalformedRequest(RequestError):
@@ -43,3 +50,17 @@ class InvalidInput(RequestError):
 
     status = 422
     phrase = "Unprocessable Entity"
+
+
+class MemberFailed(AnsweredError):
+    """A member model of a composed model raised or returned the wrong shape: not the client's fault."""
+
+    status = 500
+    phrase = "Internal Server Error"
+
+
+class MemberTimedOut(AnsweredError):
+    """A member model did not answer within its deadline; the request is answered instead of hanging."""
+
+    status = 504
+    phrase = "Gateway Timeout"

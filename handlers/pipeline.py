@@ -13,15 +13,17 @@ from typing import Any, Sequence
 import numpy as np
 
 from handlers.backends import Backend
-from handlers.contract import HandlerConfig
-from handlers.decode import V2, DecodedRequest, decode_request
-from handlers.encode import PredictionEncoder, encode_error, encode_predictions
-from handlers.errors import RequestError
+from handlers.composition import encode_npy, member_probabilities
+from handlers.contract import PROBABILITIES, HandlerConfig
+from handlers.decode import NPY_TYPES, V2, DecodedRequest, decode_request
+from handlers.encode import JSON_CONTENT_TYPE, PredictionEncoder, encode_error, encode_predictions
+from handlers.errors import AnsweredError, RequestError
 
 logger = logging.getLogger(__name__)
 
 OK_STATUS = 200
 OK_PHRASE = "OK"
+NPY_CONTENT_TYPE = NPY_TYPES[0]
 
 
 @dataclass(frozen=True)
@@ -44,11 +46,12 @@ class StageTimes:
 
 @dataclass(frozen=True)
 class Answer:
-    """One request's answer: HTTP status, reason phrase, JSON body."""
+    """One request's answer: HTTP status, reason phrase, body and its content type."""
 
     status: int
     phrase: str
     body: bytes
+    content_type: str = JSON_CONTENT_TYPE
 
 
 class ClassificationPipeline:
@@ -70,13 +73,19 @@ class ClassificationPipeline:
         if batch is not None:
             times.instances = batch.shape[0]
             started = time.perf_counter()
-            outputs = self.backend.run(batch)
+            try:
+                outputs = self.backend.run(batch)
+            except AnsweredError as error:  # a composed model's member failed or timed out
+                outputs = None
+                for idx, _, _ in accepted:
+                    answers[idx] = _error_answer(error)
             times.infer_ms = _ms_since(started)
-            if outputs.shape[0] != times.instances:
-                raise RuntimeError(f"model returned {outputs.shape[0]} rows for {times.instances} inputs")
-            started = time.perf_counter()
-            self._encode(accepted, outputs, answers)
-            times.encode_ms = _ms_since(started)
+            if outputs is not None:
+                if outputs.shape[0] != times.instances:
+                    raise RuntimeError(f"model returned {outputs.shape[0]} rows for {times.instances} inputs")
+                started = time.perf_counter()
+                self._encode(accepted, outputs, answers)
+                times.encode_ms = _ms_since(started)
         missing = [idx for idx, answer in enumerate(answers) if answer is None]
         if missing:
             raise RuntimeError(f"requests {missing} got no answer")
@@ -108,6 +117,9 @@ class ClassificationPipeline:
     def _encode(self, accepted: list[tuple[int, DecodedRequest, np.ndarray]], outputs: np.ndarray,
                 answers: list[Answer | None]) -> None:
         """Split the batch's outputs back to their requests, each in the protocol it was asked in."""
+        if self.config.output == PROBABILITIES:
+            self._encode_probabilities(accepted, outputs, answers)
+            return
         rows = self.encoder.rows(outputs) if any(d.protocol != V2 for _, d, _ in accepted) else []
         start = 0
         for idx, decoded, array in accepted:
@@ -117,6 +129,17 @@ class ClassificationPipeline:
             else:
                 body = encode_predictions(rows[start:stop])
             answers[idx] = Answer(OK_STATUS, OK_PHRASE, body)
+            start = stop
+
+    @staticmethod
+    def _encode_probabilities(accepted: list[tuple[int, DecodedRequest, np.ndarray]], outputs: np.ndarray,
+                              answers: list[Answer | None]) -> None:
+        """Each request's rows of class probabilities as float32 .npy (a workflow member's answer)."""
+        probabilities = member_probabilities(outputs)
+        start = 0
+        for idx, _, array in accepted:
+            stop = start + array.shape[0]
+            answers[idx] = Answer(OK_STATUS, OK_PHRASE, encode_npy(probabilities[start:stop]), NPY_CONTENT_TYPE)
             start = stop
 
     def _values_checked(self, idx: int, array: np.ndarray, answers: list[Answer | None]) -> bool:
@@ -132,7 +155,7 @@ def _ms_since(started: float) -> float:
     return (time.perf_counter() - started) * 1000.0
 
 
-def _error_answer(error: RequestError) -> Answer:
+def _error_answer(error: AnsweredError) -> Answer:
     return Answer(error.status, error.phrase, encode_error(error))
 
 

@@ -9,9 +9,9 @@ from typing import Sequence
 import numpy as np
 from torch import nn
 
-from handlers.contract import InputContract
+from handlers.contract import PREDICTIONS, InputContract
 from servekit import validate
-from servekit.export import ExportSpec, export_and_validate
+from servekit.export import FORMATS, ExportSpec, export_and_validate
 from servekit.model_config import MODEL_CONFIG_FILE, Batching, model_config, write_model_config
 
 VALIDATION_FILE = "validation.json"
@@ -26,18 +26,20 @@ class ModelBuild:
     labels: Sequence[str]
     batching: Batching = Batching()
     top_k: int = 3
+    output: str = PREDICTIONS
+    formats: tuple[str, ...] = FORMATS
 
 
 def build_model_dir(model: nn.Module, build: ModelBuild, heldout: np.ndarray, out_dir: Path,
                     rtol: float = validate.DEFAULT_RTOL, atol: float = validate.DEFAULT_ATOL) -> Path:
     """Export, validate (raises ExportValidationError), write model-config.yaml and validation.json."""
     spec = ExportSpec(build.contract.name, build.contract.shape)
-    results = export_and_validate(model, spec, out_dir, heldout, rtol=rtol, atol=atol)
+    results = export_and_validate(model, spec, out_dir, heldout, rtol=rtol, atol=atol, formats=build.formats)
     for comparisons in results.values():
         for comparison in comparisons:
             print(f"  {comparison.describe()}")
     write_model_config(out_dir / MODEL_CONFIG_FILE,
-                       model_config(build.contract, build.labels, build.batching, top_k=build.top_k))
+                       model_config(build.contract, build.labels, build.batching, top_k=build.top_k, output=build.output))
     report = {"rtol": rtol, "atol": atol, **{k: validate.comparisons_as_json(v) for k, v in results.items()}}
     (out_dir / VALIDATION_FILE).write_text(json.dumps(report, indent=2) + "\n")
     return out_dir

@@ -50,6 +50,17 @@ def main(argv: list[str] | None = None) -> int:
     _add_batching_arguments(demo)
     demo.set_defaults(run=_demo)
 
+    composition = commands.add_parser("composition", help="pipeline + ensemble, in-process and as workflows: "
+                                      "serve, compare, accuracy -> reports/composition.md")
+    composition.add_argument("--build-dir", type=Path, default=DEFAULT_BUILD_DIR)
+    composition.add_argument("--model-store", type=Path, default=Path("model_store"))
+    composition.add_argument("--reports-dir", type=Path, default=Path("reports"))
+    composition.add_argument("--concurrency", type=int, default=16)
+    composition.add_argument("--bench", type=float, default=0.0, metavar="SECONDS",
+                             help="also measure workflow vs in-process with wrk for SECONDS per concurrency")
+    _add_batching_arguments(composition)
+    composition.set_defaults(run=_composition)
+
     variants = commands.add_parser("variants", help="INT8 / pruned / FP16 variants: gate, archive, measure, report")
     variants.add_argument("--build-dir", type=Path, default=DEFAULT_BUILD_DIR)
     variants.add_argument("--model-store", type=Path, default=Path("model_store"))
@@ -160,6 +171,13 @@ def _demo(args: argparse.Namespace) -> int:
     from servekit.demo import run_demo
 
     return run_demo(args.build_dir, args.model_store, _batching(args), args.concurrency)
+
+
+def _composition(args: argparse.Namespace) -> int:
+    from servekit.composition_run import run_composition
+
+    return run_composition(args.build_dir, args.model_store, args.reports_dir, _batching(args), args.concurrency,
+                           bench_seconds=args.bench)
 
 
 def _bench(args: argparse.Namespace) -> int:

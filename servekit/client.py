@@ -15,6 +15,10 @@ import requests.adapters
 NPY_CONTENT_TYPE = "application/x-npy"
 
 
+PREDICTIONS = "predictions"  # models: POST /predictions/NAME
+WFPREDICT = "wfpredict"  # workflows: POST /wfpredict/NAME
+
+
 class TorchServeError(RuntimeError):
     """A 4xx/5xx answer: keeps the status and TorchServe's or our handler's message."""
 
@@ -65,19 +69,20 @@ class TorchServeClient:
             return False
         return response.ok and response.json().get("status") == "Healthy"
 
-    def predict_raw(self, model: str, body: bytes, content_type: str) -> requests.Response:
-        """POST a body as is and return the response, whatever its status."""
-        return self.session.post(f"{self.inference_url}/predictions/{model}", data=body,
+    def predict_raw(self, model: str, body: bytes, content_type: str, endpoint: str = PREDICTIONS) -> requests.Response:
+        """POST a body as is and return the response, whatever its status (``endpoint=WFPREDICT`` for workflows)."""
+        return self.session.post(f"{self.inference_url}/{endpoint}/{model}", data=body,
                                  headers={"Content-Type": content_type, **self._auth("inference")},
                                  timeout=self.timeout_s)
 
-    def predict_json(self, model: str, data: Any) -> dict:
+    def predict_json(self, model: str, data: Any, endpoint: str = PREDICTIONS) -> dict:
         """``{"data": data}`` as JSON; returns the decoded answer or raises TorchServeError."""
-        return self._checked(self.predict_raw(model, json.dumps({"data": data}).encode(), "application/json")).json()
+        body = json.dumps({"data": data}).encode()
+        return self._checked(self.predict_raw(model, body, "application/json", endpoint)).json()
 
-    def predict_npy(self, model: str, array: np.ndarray) -> dict:
+    def predict_npy(self, model: str, array: np.ndarray, endpoint: str = PREDICTIONS) -> dict:
         """One array as a raw .npy body."""
-        return self._checked(self.predict_raw(model, npy_bytes(array), NPY_CONTENT_TYPE)).json()
+        return self._checked(self.predict_raw(model, npy_bytes(array), NPY_CONTENT_TYPE, endpoint)).json()
 
     # --- management API --------------------------------------------------------------------
     def predict_v2(self, model: str, input_name: str, array: np.ndarray, request_id: str | None = None) -> dict:
@@ -99,6 +104,15 @@ class TorchServeClient:
         if response_timeout_s:
             params["response_timeout"] = response_timeout_s
         return self._management("post", "/models", params=params)
+
+    def register_workflow(self, archive: str, workflow_name: str | None = None) -> dict:
+        """POST /workflows: registers the .war and every .mar its spec names (as <workflow>__<node>)."""
+        params = {"url": archive, **({"workflow_name": workflow_name} if workflow_name else {})}
+        return self._management("post", "/workflows", params=params)
+
+    def unregister_workflow(self, workflow: str) -> dict:
+        """DELETE /workflows/NAME (its member models go with it)."""
+        return self._management("delete", f"/workflows/{workflow}")
 
     def describe(self, model: str) -> list[dict]:
         """GET /models/NAME: versions, workers, batch settings."""

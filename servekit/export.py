@@ -64,18 +64,26 @@ def _legacy_onnx_export(model: nn.Module, spec: ExportSpec, path: Path) -> None:
     )
 
 
+FORMATS = ("torchscript", "onnx")
+
+
 def export_and_validate(model: nn.Module, spec: ExportSpec, out_dir: Path, heldout: np.ndarray,
-                        rtol: float = validate.DEFAULT_RTOL, atol: float = validate.DEFAULT_ATOL
-                        ) -> dict[str, list[validate.Comparison]]:
-    """Write model.pt and model.onnx into ``out_dir``; raise ExportValidationError if either drifts."""
+                        rtol: float = validate.DEFAULT_RTOL, atol: float = validate.DEFAULT_ATOL,
+                        formats: tuple[str, ...] = FORMATS) -> dict[str, list[validate.Comparison]]:
+    """Write model.pt and/or model.onnx into ``out_dir``; raise ExportValidationError if one drifts."""
+    unknown = set(formats) - set(FORMATS)
+    if unknown or not formats:
+        raise ValueError(f"formats must be a non-empty subset of {FORMATS}, got {formats}")
     out_dir.mkdir(parents=True, exist_ok=True)
     heldout = heldout.reshape(-1, *spec.input_shape).astype(np.float32)
-    ts_path = export_torchscript(model, spec, out_dir / TORCHSCRIPT_FILE)
-    onnx_path = export_onnx(model, spec, out_dir / ONNX_FILE)
-    validate.check_onnx_model(onnx_path)
-    return {
-        "torchscript": validate.validate_artifact(model, "torchscript", validate.torchscript_runner(ts_path),
-                                                  heldout, rtol=rtol, atol=atol),
-        "onnx": validate.validate_artifact(model, "onnx", validate.onnx_runner(onnx_path),
-                                           heldout, rtol=rtol, atol=atol),
-    }
+    results = {}
+    if "torchscript" in formats:
+        ts_path = export_torchscript(model, spec, out_dir / TORCHSCRIPT_FILE)
+        results["torchscript"] = validate.validate_artifact(model, "torchscript", validate.torchscript_runner(ts_path),
+                                                            heldout, rtol=rtol, atol=atol)
+    if "onnx" in formats:
+        onnx_path = export_onnx(model, spec, out_dir / ONNX_FILE)
+        validate.check_onnx_model(onnx_path)
+        results["onnx"] = validate.validate_artifact(model, "onnx", validate.onnx_runner(onnx_path),
+                                                     heldout, rtol=rtol, atol=atol)
+    return results

@@ -7,7 +7,7 @@ from typing import Sequence
 
 import yaml
 
-from handlers.contract import HandlerConfig, InputContract
+from handlers.contract import PREDICTIONS, HandlerConfig, InputContract
 
 MODEL_CONFIG_FILE = "model-config.yaml"
 
@@ -30,7 +30,8 @@ class Batching:
 
 
 def model_config(contract: InputContract, labels: Sequence[str], batching: Batching,
-                 top_k: int = 3, max_instances: int = 64) -> dict:
+                 top_k: int = 3, max_instances: int = 64, output: str = PREDICTIONS,
+                 composition: dict | None = None) -> dict:
     """The mapping TorchServe reads (camelCase keys) plus our ``handler`` section."""
     document = {
         "minWorkers": batching.min_workers,
@@ -45,6 +46,10 @@ def model_config(contract: InputContract, labels: Sequence[str], batching: Batch
             "max_instances": max_instances,
         },
     }
+    if output != PREDICTIONS:
+        document["handler"]["output"] = output
+    if composition is not None:
+        document["handler"]["composition"] = composition
     HandlerConfig.from_model_yaml(document)  # fail at build time, not in the worker
     return document
 

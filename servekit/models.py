@@ -37,6 +37,29 @@ class DigitsCNN(nn.Module):
         return self.classifier(self.features(image))
 
 
+class DigitsLinear(nn.Module):
+    """64 pixels -> 10 logits with one linear layer (multinomial logistic regression)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(64, 10)
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.linear(pixels)
+
+
+class ImageInput(nn.Module):
+    """Adapts a member to the composition's common input, an ``[N, 8, 8]`` image in [0, 1]."""
+
+    def __init__(self, model: nn.Module, member_shape: tuple[int, ...]) -> None:
+        super().__init__()
+        self.model = model
+        self.member_shape = tuple(member_shape)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.model(image.reshape((image.shape[0],) + self.member_shape))
+
+
 @dataclass(frozen=True)
 class DemoModel:
     """A demo model's factory, input name and per-instance input shape."""
@@ -52,6 +75,8 @@ DEMO_MODELS = {
     "digits_mlp": DemoModel("digits_mlp", DigitsMLP, "pixels", (64,), epochs=60),
     "digits_cnn": DemoModel("digits_cnn", DigitsCNN, "image", (1, 8, 8), epochs=40),
 }
+# The ensemble's third member, of another kind: a linear model (served only as a member).
+DIGITS_LINEAR = DemoModel("digits_linear", DigitsLinear, "pixels", (64,), epochs=60)
 
 
 class _ResidualBlock(nn.Module):

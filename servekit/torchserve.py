@@ -77,8 +77,10 @@ class TorchServe:
 
     def command(self) -> list[str]:
         """The command line, as a user would type it (plus --foreground so we own the process)."""
+        # Workflows (.war) sit beside the .mar files they name: one store for both.
         return [str(Path(sys.executable).parent / "torchserve"), "--start", "--foreground",
-                "--model-store", str(self.model_store), "--ts-config", str(self.workdir / "config.properties")]
+                "--model-store", str(self.model_store), "--workflow-store", str(self.model_store),
+                "--ts-config", str(self.workdir / "config.properties")]
 
     def start(self, timeout_s: float = START_TIMEOUT_S) -> TorchServeClient:
         """Start, wait for /ping to be Healthy, read the token file; return a ready client."""

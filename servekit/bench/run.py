@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 
@@ -60,11 +61,7 @@ ROUNDS = 3
 
 def measure_side_by_side(client: TorchServeClient, bench: BenchModel, targets: list[Target], setting: Setting,
                          concurrencies: list[int], duration_s: float, rounds: int = ROUNDS) -> list[TargetResult]:
-    """Register every target at once, then at each concurrency run them in interleaved rounds.
-
-    Round-robin slices (A B C A B C ...) share the machine's drift between targets, so the
-    ratios between them are fair even when absolute numbers wander.
-    """
+    """Register every target at once, then measure them in interleaved rounds (see ``interleaved``)."""
     names = {t: f"{bench.name}_{t.kind}_{t.encoding}" for t in targets}
     results = {t: TargetResult(bench.name, t.label, bench.archives[t.kind], t.encoding, setting) for t in targets}
     for target, name in names.items():
@@ -77,22 +74,40 @@ def measure_side_by_side(client: TorchServeClient, bench: BenchModel, targets: l
                        CONTENT_TYPES[target.encoding], token, concurrency=concurrency, duration_s=seconds)
 
     try:
+        runs = interleaved({t: (lambda c, d, t=t: load(t, c, d)) for t in targets}, concurrencies, duration_s, rounds)
         for target in targets:
-            load(target, max(concurrencies), WARMUP_S)
-        for concurrency in concurrencies:
-            slices: dict[Target, list[WrkResult]] = {t: [] for t in targets}
-            for _ in range(rounds):
-                for target in targets:
-                    slices[target].append(load(target, concurrency, duration_s / rounds))
-            for target in targets:
-                run = combine(slices[target])
-                results[target].runs.append(run)
-                print(f"    {target.label:<22} c={concurrency:<3} {run.throughput:8.1f} req/s  p50 {run.p50_ms:7.2f}  "
-                      f"p99 {run.p99_ms:7.2f} ms  errors {run.errors}", flush=True)
+            results[target].runs.extend(runs[target])
     finally:
         for name in names.values():
             client.unregister(name)
     return list(results.values())
+
+
+Load = Callable[[int, float], WrkResult]  # (concurrency, seconds) -> one wrk run
+
+
+def interleaved(loads: dict[Any, Load], concurrencies: list[int], duration_s: float,
+                rounds: int = ROUNDS) -> dict[Any, list[WrkResult]]:
+    """Warm every target up, then at each concurrency run them in round-robin slices (A B C A B C ...).
+
+    The slices share the machine's drift between targets, so the ratios between them are fair
+    even when absolute numbers wander. Returns one pooled run per concurrency per target.
+    """
+    for load in loads.values():
+        load(max(concurrencies), WARMUP_S)
+    results: dict[Any, list[WrkResult]] = {key: [] for key in loads}
+    for concurrency in concurrencies:
+        slices: dict[Any, list[WrkResult]] = {key: [] for key in loads}
+        for _ in range(rounds):
+            for key, load in loads.items():
+                slices[key].append(load(concurrency, duration_s / rounds))
+        for key in loads:
+            run = combine(slices[key])
+            results[key].append(run)
+            label = getattr(key, "label", key)
+            print(f"    {label:<22} c={concurrency:<3} {run.throughput:8.1f} req/s  p50 {run.p50_ms:7.2f}  "
+                  f"p99 {run.p99_ms:7.2f} ms  errors {run.errors}", flush=True)
+    return results
 
 
 def combine(runs: list[WrkResult]) -> WrkResult:
