@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup tools demo test variants bench sweep reliability soak archive clean
+.PHONY: setup tools demo test variants composition bench sweep reliability soak archive clean
 
 setup: $(STAMP)
 
@@ -30,6 +30,11 @@ test: setup tools
 # INT8 / pruned / FP16 variants: gated, archived into model_store/, measured -> reports/variants.*
 variants: setup
 	$(VENV)/bin/servekit variants
+
+# Pipeline + ensemble, in-process .mar vs workflow .war: same answers, accuracy, wrk side by side
+# -> reports/composition.{md,json}
+composition: setup tools
+	$(VENV)/bin/servekit composition --bench 6
 
 # Served throughput/latency: ours vs plain vs no-op vs in-process -> reports/bench.{md,json,png}
 bench: setup tools

@@ -106,6 +106,7 @@ def run_composition(build_dir: Path, model_store: Path, reports_dir: Path | None
     print(f"\n==> composition: archive the members, 2 in-process .mar and 2 workflow .war into {model_store}/")
     run_archive_sh(dirs, model_store, quiet=True)
     table = accuracy_table(build_dir, raw, labels)
+    sample = write_sample(build_dir, raw[0])
     print("\n==> composition: start TorchServe, register each composition both ways, send "
           f"{len(labels)} held-out images to each ({concurrency} in flight)")
     served, bench_lines = [], []
@@ -121,7 +122,7 @@ def run_composition(build_dir: Path, model_store: Path, reports_dir: Path | None
             for way in ("in-process", "workflow"):
                 served.append(serve_and_compare(client, composition, way, raw, labels, expected, concurrency))
         if bench_seconds > 0:
-            bench_lines = bench_both_ways(client, build_dir, raw[0], list(bench_concurrencies), bench_seconds)
+            bench_lines = bench_both_ways(client, sample, list(bench_concurrencies), bench_seconds)
     print_tables(table, served)
     print("\n".join(bench_lines))
     if reports_dir is not None:
@@ -140,13 +141,18 @@ def run_composition(build_dir: Path, model_store: Path, reports_dir: Path | None
     return 0
 
 
-def bench_both_ways(client: TorchServeClient, build_dir: Path, image: np.ndarray, concurrencies: list[int],
-                    duration_s: float) -> list[str]:
+def write_sample(build_dir: Path, image: np.ndarray) -> Path:
+    """One raw held-out image as .npy, for the README's curl lines and the benchmark's body."""
+    path = build_dir / "samples" / "composition_image.npy"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(npy_bytes(image))
+    return path
+
+
+def bench_both_ways(client: TorchServeClient, body: Path, concurrencies: list[int], duration_s: float) -> list[str]:
     """wrk against all four endpoints in interleaved rounds; markdown lines with the ratios."""
     from servekit.bench.composition import bench_endpoints, ratio_lines
 
-    body = build_dir / "composition_image.npy"
-    body.write_bytes(npy_bytes(image))
     endpoints = {}
     for composition in (PIPELINE, ENSEMBLE):
         endpoints[composition.name] = f"{PREDICTIONS}/{composition.name}"
