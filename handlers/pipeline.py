@@ -73,16 +73,9 @@ class ClassificationPipeline:
         if batch is not None:
             times.instances = batch.shape[0]
             started = time.perf_counter()
-            try:
-                outputs = self.backend.run(batch)
-            except AnsweredError as error:  # a composed model's member failed or timed out
-                outputs = None
-                for idx, _, _ in accepted:
-                    answers[idx] = _error_answer(error)
+            outputs = self._infer(batch, accepted, answers)
             times.infer_ms = _ms_since(started)
             if outputs is not None:
-                if outputs.shape[0] != times.instances:
-                    raise RuntimeError(f"model returned {outputs.shape[0]} rows for {times.instances} inputs")
                 started = time.perf_counter()
                 self._encode(accepted, outputs, answers)
                 times.encode_ms = _ms_since(started)
@@ -113,6 +106,19 @@ class ClassificationPipeline:
             accepted = [item for item in accepted if self._values_checked(item[0], item[2], answers)]
             batch = _stack([array for _, _, array in accepted]) if accepted else None
         return accepted, batch
+
+    def _infer(self, batch: np.ndarray, accepted: list[tuple[int, DecodedRequest, np.ndarray]],
+               answers: list[Answer | None]) -> np.ndarray | None:
+        """Run the batch once. A composed model's member failing or timing out answers every accepted request."""
+        try:
+            outputs = self.backend.run(batch)
+        except AnsweredError as error:
+            for idx, _, _ in accepted:
+                answers[idx] = _error_answer(error)
+            return None
+        if outputs.shape[0] != batch.shape[0]:
+            raise RuntimeError(f"model returned {outputs.shape[0]} rows for {batch.shape[0]} inputs")
+        return outputs
 
     def _encode(self, accepted: list[tuple[int, DecodedRequest, np.ndarray]], outputs: np.ndarray,
                 answers: list[Answer | None]) -> None:
