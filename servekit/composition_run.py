@@ -79,15 +79,15 @@ def serve_and_compare(client: TorchServeClient, composition: Composition, way: s
     """Every held-out image as its own npy request, ``concurrency`` in flight."""
     name, endpoint = ((composition.name, PREDICTIONS) if way == "in-process"
                       else (composition.workflow_name, WFPREDICT))
+
     def send(image: np.ndarray) -> requests.Response:
         return client.predict_raw(name, npy_bytes(image), NPY_CONTENT_TYPE, endpoint)
 
     result = run_load(send, list(raw), concurrency)
     ok = np.array([response.status_code == 200 for response in result.answers])
-    classes = np.array([response.json()["predictions"][0]["class"] if good else -1
-                        for response, good in zip(result.answers, ok)])
-    top = np.array([response.json()["predictions"][0]["top_k"][0]["probability"] if good else np.nan
-                    for response, good in zip(result.answers, ok)])
+    firsts = [response.json()["predictions"][0] if good else None for response, good in zip(result.answers, ok)]
+    classes = np.array([first["class"] if first else -1 for first in firsts])
+    top = np.array([first["top_k"][0]["probability"] if first else np.nan for first in firsts])
     expected_top = expected[np.arange(len(expected)), np.where(ok, classes, 0)]
     return ServedComposition(name, way, endpoint, float((classes == labels).mean()), int((~ok).sum()),
                              int((classes[ok] != expected.argmax(axis=1)[ok]).sum()),
