@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from handlers.backends import Backend, load_backend
-from handlers.composition import (CompositionConfig, as_logits, check_member_output, member_probabilities,
+from handlers.composition import (CompositionConfig, as_logits, check_member_outputs, member_probabilities,
                                   preprocess, weighted_mean)
 from handlers.errors import MemberFailed, MemberTimedOut
 
@@ -65,21 +65,21 @@ class ComposedModel:
         scaled = preprocess(batch, self.config.scale)
         deadline = time.monotonic() + self.config.member_timeout_ms / 1000.0
         futures = {member.name: member.submit(scaled) for member in self.members}
-        probabilities = {}
+        outputs = {}
         for name, future in futures.items():
             try:
-                output = future.result(timeout=max(0.0, deadline - time.monotonic()))
+                outputs[name] = future.result(timeout=max(0.0, deadline - time.monotonic()))
             except FutureTimeout:
                 raise MemberTimedOut(f"ensemble member {name!r} did not answer within "
                                      f"{self.config.member_timeout_ms} ms") from None
             except Exception as error:
                 logger.exception("ensemble member %r failed", name)
                 raise MemberFailed(f"ensemble member {name!r} failed: {type(error).__name__}: {error}") from error
-            try:
-                check_member_output(name, output, batch.shape[0], _classes(probabilities))
-            except ValueError as error:
-                raise MemberFailed(str(error)) from None
-            probabilities[name] = member_probabilities(output)
+        try:
+            check_member_outputs(outputs, batch.shape[0])
+        except ValueError as error:
+            raise MemberFailed(str(error)) from None
+        probabilities = {name: member_probabilities(output) for name, output in outputs.items()}
         return as_logits(weighted_mean(probabilities, self.config.weights))
 
     def describe(self) -> str:
@@ -87,7 +87,3 @@ class ComposedModel:
         members = "; ".join(f"{m.name} (w={self.config.weights[m.name]:g}): {m.backend.describe()}" for m in self.members)
         return f"composition of {len(self.members)} [{members}], deadline {self.config.member_timeout_ms} ms"
 
-
-def _classes(probabilities: dict[str, np.ndarray]) -> int | None:
-    """Class count of the members seen so far (all members must agree)."""
-    return next(iter(probabilities.values())).shape[1] if probabilities else None

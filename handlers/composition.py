@@ -14,6 +14,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from handlers.contract import ConfigError
+from handlers.encode import softmax
 
 DEFAULT_MEMBER_TIMEOUT_MS = 5000
 # log(0) would be -inf; the floor keeps "logits" finite without moving any probability visibly.
@@ -84,9 +85,7 @@ def preprocess(batch: np.ndarray, scale: float) -> np.ndarray:
 
 def member_probabilities(logits: np.ndarray) -> np.ndarray:
     """Row-wise softmax in float64, handed on as float32 (what a workflow member sends over the wire)."""
-    logits = np.asarray(logits, dtype=np.float64)
-    exp = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return (exp / exp.sum(axis=1, keepdims=True)).astype(np.float32)
+    return softmax(np.asarray(logits, dtype=np.float64)).astype(np.float32)
 
 
 def weighted_mean(probabilities: Mapping[str, np.ndarray], weights: Mapping[str, float]) -> np.ndarray:
@@ -104,13 +103,21 @@ def as_logits(probabilities: np.ndarray) -> np.ndarray:
     return np.log(np.maximum(probabilities, PROBABILITY_FLOOR))
 
 
-def check_member_output(name: str, output: np.ndarray, rows: int, classes: int | None = None) -> None:
-    """Raise ValueError naming the member when its output is not ``[rows, classes]`` finite numbers."""
-    if output.ndim != 2 or output.shape[0] != rows or (classes is not None and output.shape[1] != classes):
-        expected = f"[{rows}, {classes if classes is not None else 'classes'}]"
-        raise ValueError(f"member {name!r} returned shape {list(output.shape)}; expected {expected}")
-    if not np.isfinite(output).all():
-        raise ValueError(f"member {name!r} returned NaN/Inf")
+def check_member_outputs(outputs: Mapping[str, np.ndarray], rows: int | None = None) -> None:
+    """Raise ValueError naming the first member whose output is not ``[rows, classes]`` finite numbers.
+
+    ``rows`` defaults to the first member's; every member must give the first member's class count.
+    """
+    classes = None
+    for name, output in outputs.items():
+        if rows is None and output.ndim >= 1:
+            rows = output.shape[0]
+        if output.ndim != 2 or output.shape[0] != rows or (classes is not None and output.shape[1] != classes):
+            expected = f"[{rows}, {classes if classes is not None else 'classes'}]"
+            raise ValueError(f"member {name!r} returned shape {list(output.shape)}; expected {expected}")
+        if not np.isfinite(output).all():
+            raise ValueError(f"member {name!r} returned NaN/Inf")
+        classes = output.shape[1]
 
 
 def encode_npy(array: np.ndarray) -> bytes:

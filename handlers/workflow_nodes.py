@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from handlers.composition import (CompositionConfig, as_logits, check_member_output, encode_npy, preprocess as scale,
+from handlers.composition import (CompositionConfig, as_logits, check_member_outputs, encode_npy, preprocess as scale,
                                   weighted_mean)
 from handlers.contract import HandlerConfig
 from handlers.decode import V2, decode_npy, decode_request
@@ -113,17 +113,8 @@ def _member_probabilities(row: dict, composition: CompositionConfig) -> dict[str
         if not isinstance(body, (bytes, bytearray)):
             raise MemberAnswerInvalid(f"member {name!r} sent no answer (got keys {sorted(row)})")
         try:
-            array = decode_npy(bytes(body))
+            probabilities[name] = decode_npy(bytes(body))
         except RequestError:
             raise MemberAnswerInvalid(f"member {name!r} answered {bytes(body)[:200]!r} instead of probabilities") from None
-        check_member_output(name, array, _rows(probabilities, array), _classes(probabilities))
-        probabilities[name] = array
+    check_member_outputs(probabilities)
     return probabilities
-
-
-def _rows(seen: dict[str, np.ndarray], array: np.ndarray) -> int:
-    return next(iter(seen.values())).shape[0] if seen else array.shape[0]
-
-
-def _classes(seen: dict[str, np.ndarray]) -> int | None:
-    return next(iter(seen.values())).shape[1] if seen else None
