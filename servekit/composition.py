@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import yaml
 
-from handlers.composition import CompositionConfig, MemberSpec
+from handlers.composition import DEFAULT_MEMBER_TIMEOUT_MS, CompositionConfig, MemberSpec
 from handlers.contract import PROBABILITIES, InputContract
 from servekit.build import ModelBuild, build_model_dir
 from servekit.data import LABELS, DigitsSplit
@@ -38,7 +38,6 @@ MEMBER_MODELS: dict[str, DemoModel] = {"mlp": DEMO_MODELS["digits_mlp"], "cnn": 
 WORKFLOW_SPEC_FILE = "workflow.yaml"
 COMPOSITION_FILE = "composition.yaml"
 MEMBERS_DIR = "members"
-DEFAULT_MEMBER_TIMEOUT_MS = 5000
 
 
 @dataclass(frozen=True)

@@ -61,15 +61,16 @@ def expected_probabilities(build_dir: Path, composition: Composition, raw: np.nd
     return member_probabilities(model.run(raw))
 
 
-def accuracy_table(build_dir: Path, raw: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    """Held-out accuracy of every member alone, the pipeline and the ensemble (in-process)."""
+def accuracy_table(build_dir: Path, raw: np.ndarray, labels: np.ndarray,
+                   expected: dict[str, np.ndarray]) -> dict[str, float]:
+    """Held-out accuracy of every member alone, then of each composition from its ``expected`` probabilities."""
     scaled = preprocess(raw, 1.0 / RAW_MAX)
     table = {}
     for member, spec in MEMBER_MODELS.items():
         logits = onnx_runner(member_dir(build_dir, member) / ONNX_FILE)(scaled)
         table[f"member {member} ({spec.name})"] = float((logits.argmax(axis=1) == labels).mean())
     for composition in (PIPELINE, ENSEMBLE):
-        predicted = expected_probabilities(build_dir, composition, raw).argmax(axis=1)
+        predicted = expected[composition.name].argmax(axis=1)
         table[f"{composition.name} ({' + '.join(composition.members)})"] = float((predicted == labels).mean())
     return table
 
@@ -105,7 +106,8 @@ def run_composition(build_dir: Path, model_store: Path, reports_dir: Path | None
     dirs = build_all(split, build_dir, batching)
     print(f"\n==> composition: archive the members, 2 in-process .mar and 2 workflow .war into {model_store}/")
     run_archive_sh(dirs, model_store, quiet=True)
-    table = accuracy_table(build_dir, raw, labels)
+    expected = {c.name: expected_probabilities(build_dir, c, raw) for c in (PIPELINE, ENSEMBLE)}
+    table = accuracy_table(build_dir, raw, labels, expected)
     sample = write_sample(build_dir, raw[0])
     print("\n==> composition: start TorchServe, register each composition both ways, send "
           f"{len(labels)} held-out images to each ({concurrency} in flight)")
@@ -118,9 +120,9 @@ def run_composition(build_dir: Path, model_store: Path, reports_dir: Path | None
             client.register_workflow(f"{composition.workflow_name}.war")
             print(f"  registered {composition.name} (.mar) and {composition.workflow_name} (.war) "
                   f"in {time.perf_counter() - started:.1f}s")
-            expected = expected_probabilities(build_dir, composition, raw)
             for way in ("in-process", "workflow"):
-                served.append(serve_and_compare(client, composition, way, raw, labels, expected, concurrency))
+                served.append(serve_and_compare(client, composition, way, raw, labels, expected[composition.name],
+                                                concurrency))
         if bench_seconds > 0:
             bench_lines = bench_both_ways(client, sample, list(bench_concurrencies), bench_seconds)
     print_tables(table, served)

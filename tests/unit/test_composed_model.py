@@ -46,7 +46,7 @@ def test_config_round_trips_and_rejects_what_cannot_work() -> None:
     config = composition({"a": 1.0, "b": 3.0})
     assert CompositionConfig.from_dict(config.to_dict()) == config
     with pytest.raises(ConfigError, match="unique"):
-        composition({"a": 1.0}).__class__((MemberSpec("a", "x"), MemberSpec("a", "y")))
+        CompositionConfig((MemberSpec("a", "x"), MemberSpec("a", "y")))
     with pytest.raises(ConfigError, match="weight must be > 0"):
         MemberSpec("a", "x.onnx", 0.0)
     with pytest.raises(ConfigError, match="at least one member"):
