@@ -7,8 +7,7 @@ from pathlib import Path
 import psutil
 
 from servekit.bench import artifacts
-from servekit.bench.run import CONTENT_TYPES, warm_up_frontend
-from servekit.bench.wrk import run_wrk
+from servekit.bench.run import CONTENT_TYPES, warm_up_frontend, wrk_load
 from servekit.reliability import worker_pids
 from servekit.torchserve import TorchServe
 
@@ -27,10 +26,9 @@ def run_soak(build_dir: Path, reports_dir: Path, minutes: float, concurrency: in
     try:
         warm_up_frontend(client, bench, concurrency)
         client.register(bench.archives["ours_onnx"], model_name="soak", batch_size=16, max_batch_delay_ms=5)
-        url = f"{client.inference_url}/predictions/soak"
-        token = client.tokens.inference if client.tokens else ""
+        load = wrk_load(client, "predictions/soak", bench.bodies["npy"], CONTENT_TYPES["npy"])
         for index in range(max(2, round(minutes * 60 / SLICE_S))):
-            run = run_wrk(url, bench.bodies["npy"], CONTENT_TYPES["npy"], token, concurrency, SLICE_S)
+            run = load(concurrency, SLICE_S)
             rss = sum(psutil.Process(pid).memory_info().rss for pid in worker_pids(client, "soak"))
             slices.append({"slice": index, "requests": run.requests, "errors": run.errors, "req_s": run.throughput,
                            "p50_ms": run.p50_ms, "p99_ms": run.p99_ms, "worker_rss_mib": rss / 2**20})

@@ -3,21 +3,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from servekit.bench.run import CONTENT_TYPES, interleaved
-from servekit.bench.wrk import WrkResult, run_wrk
+from servekit.bench.run import CONTENT_TYPES, interleaved, wrk_load
+from servekit.bench.wrk import WrkResult
 from servekit.client import TorchServeClient
 
 
 def bench_endpoints(client: TorchServeClient, endpoints: dict[str, str], body: Path, concurrencies: list[int],
                     duration_s: float) -> dict[str, list[WrkResult]]:
     """``endpoints``: label -> path under the inference API (e.g. 'wfpredict/digits_ensemble_wf')."""
-    token = client.tokens.inference if client.tokens else ""
-
-    def load(path: str):
-        return lambda concurrency, seconds: run_wrk(f"{client.inference_url}/{path}", body, CONTENT_TYPES["npy"],
-                                                    token, concurrency=concurrency, duration_s=seconds)
-
-    return interleaved({label: load(path) for label, path in endpoints.items()}, concurrencies, duration_s)
+    loads = {label: wrk_load(client, path, body, CONTENT_TYPES["npy"]) for label, path in endpoints.items()}
+    return interleaved(loads, concurrencies, duration_s)
 
 
 def ratio_lines(results: dict[str, list[WrkResult]], pairs: list[tuple[str, str]]) -> list[str]:

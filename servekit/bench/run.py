@@ -67,14 +67,10 @@ def measure_side_by_side(client: TorchServeClient, bench: BenchModel, targets: l
     for target, name in names.items():
         client.register(bench.archives[target.kind], model_name=name, batch_size=setting.batch_size,
                         max_batch_delay_ms=setting.max_batch_delay_ms, initial_workers=setting.workers)
-    token = client.tokens.inference if client.tokens else ""
-
-    def load(target: Target, concurrency: int, seconds: float) -> WrkResult:
-        return run_wrk(f"{client.inference_url}/predictions/{names[target]}", bench.bodies[target.encoding],
-                       CONTENT_TYPES[target.encoding], token, concurrency=concurrency, duration_s=seconds)
-
+    loads = {t: wrk_load(client, f"predictions/{names[t]}", bench.bodies[t.encoding], CONTENT_TYPES[t.encoding])
+             for t in targets}
     try:
-        runs = interleaved({t: (lambda c, d, t=t: load(t, c, d)) for t in targets}, concurrencies, duration_s, rounds)
+        runs = interleaved(loads, concurrencies, duration_s, rounds)
         for target in targets:
             results[target].runs.extend(runs[target])
     finally:
@@ -84,6 +80,14 @@ def measure_side_by_side(client: TorchServeClient, bench: BenchModel, targets: l
 
 
 Load = Callable[[int, float], WrkResult]  # (concurrency, seconds) -> one wrk run
+
+
+def wrk_load(client: TorchServeClient, path: str, body: Path, content_type: str) -> Load:
+    """wrk POSTing ``body`` to ``path`` under the inference API, with the inference token."""
+    token = client.tokens.inference if client.tokens else ""
+    url = f"{client.inference_url}/{path}"
+    return lambda concurrency, seconds: run_wrk(url, body, content_type, token, concurrency=concurrency,
+                                                duration_s=seconds)
 
 
 def interleaved(loads: dict[Any, Load], concurrencies: list[int], duration_s: float,
@@ -139,9 +143,7 @@ def warm_up_frontend(client: TorchServeClient, bench: BenchModel, concurrency: i
     """
     client.register(bench.archives["noop"], model_name="jvm_warmup", batch_size=16, max_batch_delay_ms=5)
     try:
-        url = f"{client.inference_url}/predictions/jvm_warmup"
-        run_wrk(url, bench.bodies["json"], CONTENT_TYPES["json"], client.tokens.inference if client.tokens else "",
-                concurrency=concurrency, duration_s=JVM_WARMUP_S)
+        wrk_load(client, "predictions/jvm_warmup", bench.bodies["json"], CONTENT_TYPES["json"])(concurrency, JVM_WARMUP_S)
     finally:
         client.unregister("jvm_warmup")
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from servekit.bench import artifacts
 from servekit.bench.ceilings import in_process_items_per_s
-from servekit.bench.run import CONTENT_TYPES, Setting, start_server, warm_up_frontend
-from servekit.bench.wrk import WrkResult, run_wrk
+from servekit.bench.run import CONTENT_TYPES, Setting, start_server, warm_up_frontend, wrk_load
+from servekit.bench.wrk import WrkResult
 
 
 @dataclass(frozen=True)
@@ -43,10 +43,9 @@ def run_sweep(model: str, build_dir: Path, reports_dir: Path, batch_sizes: list[
                 client.register(bench.archives["ours_onnx"], model_name=name, batch_size=batch_size,
                                 max_batch_delay_ms=delay, initial_workers=worker_count)
                 try:
-                    args = (f"{client.inference_url}/predictions/{name}", bench.bodies[encoding],
-                            CONTENT_TYPES[encoding], client.tokens.inference if client.tokens else "")
-                    run_wrk(*args, concurrency=concurrency, duration_s=1)
-                    result = run_wrk(*args, concurrency=concurrency, duration_s=duration_s)
+                    load = wrk_load(client, f"predictions/{name}", bench.bodies[encoding], CONTENT_TYPES[encoding])
+                    load(concurrency, 1)  # warm-up, not recorded
+                    result = load(concurrency, duration_s)
                 finally:
                     client.unregister(name)
                 points.append(SweepPoint(count, setting, result))
