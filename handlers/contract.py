@@ -1,12 +1,12 @@
 """A model's input contract and handler settings, read from its model-config.yaml."""
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 
+from handlers.cores import available_cores
 from handlers.errors import InvalidInput, TooManyInstances
 
 if TYPE_CHECKING:
@@ -181,7 +181,7 @@ def default_intra_op_threads(workers: int) -> int:
     Measured on 2 cores (MLP, c=16): 1 thread served 74 % of the no-op handler's rate, 2 threads
     59 %: TorchServe's Java frontend needs a core of its own to move requests.
     """
-    spare_cores = max(1, (os.cpu_count() or 1) - FRONTEND_CORES)
+    spare_cores = max(1, available_cores() - FRONTEND_CORES)
     return max(1, spare_cores // max(1, workers))
 
 

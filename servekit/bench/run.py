@@ -1,13 +1,13 @@
 """Serve each handler kind in a real TorchServe, drive it with wrk, and compare side by side."""
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
+from handlers.cores import available_cores
 from servekit.bench.artifacts import BenchModel
 from servekit.bench.ceilings import decode_cost_us, in_process_items_per_s
 from servekit.bench.wrk import WrkResult, run_wrk
@@ -170,5 +170,5 @@ def as_json(results: list[TargetResult]) -> list[dict]:
 
 
 def cpu_count() -> int:
-    """Cores visible to this process."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    """Cores this process may use (affinity and container CPU quota), as the handlers size threads."""
+    return available_cores()
