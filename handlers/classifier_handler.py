@@ -14,6 +14,7 @@ from ts.metrics.metric_type_enum import MetricTypes
 
 from handlers.backends import Backend, load_backend
 from handlers.contract import HandlerConfig
+from handlers.open_inference import HEADER_LENGTH
 from handlers.pipeline import ClassificationPipeline, RequestInput, StageTimes
 
 logger = logging.getLogger(__name__)
@@ -47,6 +48,8 @@ class ClassifierHandler:
             context.set_response_status(answer.status, answer.phrase, idx)
             context.set_response_content_type(idx, answer.content_type)
             context.set_response_header(idx, BATCH_SIZE_HEADER, str(times.instances))
+            for name, value in answer.headers:
+                context.set_response_header(idx, name, value)
         emit_metrics(context.metrics, times, [answer.status for answer in answers])
         return [answer.body for answer in answers]
 
@@ -92,4 +95,7 @@ def request_input(row: dict, context: Any, idx: int) -> RequestInput:
         return RequestInput(None, None)
     header = context.get_request_header(idx, name)
     content_type = header.get("content-type") if isinstance(header, dict) else header
-    return RequestInput(row[name], content_type)
+    # HTTP header names are case-insensitive; the frontend passes them as the client spelled them.
+    header_length = (context.get_request_header(idx, HEADER_LENGTH)
+                     or context.get_request_header(idx, HEADER_LENGTH.lower()))
+    return RequestInput(row[name], content_type, header_length)

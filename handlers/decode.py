@@ -1,4 +1,4 @@
-"""Decode one request body (JSON or raw .npy) into a numpy array; no contract checks here."""
+"""Decode one request body (JSON, raw .npy or Open Inference Protocol) into a numpy array; no contract checks here."""
 from __future__ import annotations
 
 import json
@@ -9,7 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from handlers.errors import MalformedRequest, UnsupportedMediaType
+from handlers.errors import MalformedRequest, RequestError, UnsupportedMediaType
+from handlers.open_inference import HEADER_LENGTH, PLAIN, V2, V2Options, decode_v2, is_v2, split_binary
 
 JSON_TYPES = ("application/json", "text/json")
 NPY_TYPES = ("application/x-npy", "application/npy", "application/octet-stream")
@@ -22,63 +23,50 @@ def media_type(content_type: str | None) -> str:
     return (content_type or "").split(";", 1)[0].strip().lower()
 
 
-PLAIN = "plain"
-V2 = "v2"
-# Open Inference Protocol (KServe v2 / Triton) tensor datatypes we accept.
-V2_DATATYPES = {"FP32": np.float32, "FP64": np.float64, "FP16": np.float16, "INT64": np.int64,
-                "INT32": np.int32, "INT16": np.int16, "INT8": np.int8, "UINT8": np.uint8}
-V2_REQUEST_KEYS = {"id", "inputs", "outputs", "parameters"}
-
-
 @dataclass(frozen=True)
 class DecodedRequest:
-    """One request's array, which protocol it spoke (answers use the same), and its v2 id."""
+    """One request's array and, for an Open Inference Protocol request, what else it asked for."""
 
     array: np.ndarray
-    protocol: str = PLAIN
-    request_id: str | None = None
+    v2: V2Options | None = None
+
+    @property
+    def protocol(self) -> str:
+        """The protocol the request spoke; its answer uses the same."""
+        return PLAIN if self.v2 is None else V2
 
 
-def decode_request(payload: Any, content_type: str | None, input_name: str) -> DecodedRequest:
-    """Like ``decode_payload``, but also says whether the body was an Open Inference Protocol request."""
-    kind = media_type(content_type)
+def decode_request(payload: Any, content_type: str | None, input_name: str,
+                   header_length: str | None = None) -> DecodedRequest:
+    """Like ``decode_payload``, but also recognises Open Inference Protocol (v2) requests, in JSON or
+    with the binary extension (``header_length`` is their ``Inference-Header-Content-Length``)."""
+    if header_length is not None:
+        return _decoded_v2(payload, input_name, header_length)
     document = payload
-    if isinstance(payload, (bytes, bytearray, str)) and payload and kind in JSON_TYPES:
+    kind = media_type(content_type)
+    # Triton's client sends v2 JSON without a content type: sniff it, as decode_payload does.
+    if isinstance(payload, (bytes, bytearray, str)) and payload and (
+            kind in JSON_TYPES or (kind == "" and not _starts_like_npy(payload))):
         document = parse_json(payload)
-    if isinstance(document, dict) and "inputs" in document:
-        return _decode_v2(document, input_name)
+    if is_v2(document):
+        return _decoded_v2(document, input_name)
     return DecodedRequest(decode_payload(document, content_type, input_name))
 
 
-def _decode_v2(document: dict, input_name: str) -> DecodedRequest:
-    unknown = set(document) - V2_REQUEST_KEYS
-    if unknown:
-        raise MalformedRequest(f"v2 request has unknown keys {sorted(unknown)}; allowed: {sorted(V2_REQUEST_KEYS)}")
-    inputs = document["inputs"]
-    if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
-        count = len(inputs) if isinstance(inputs, list) else type(inputs).__name__
-        raise MalformedRequest(f"v2 'inputs' must be a list of exactly one tensor object; got {count}")
-    tensor = inputs[0]
-    missing = {"name", "shape", "datatype", "data"} - set(tensor)
-    if missing:
-        raise MalformedRequest(f"v2 input needs {sorted(missing)}")
-    if tensor["name"] != input_name:
-        raise MalformedRequest(f"v2 input is named {tensor['name']!r}; this model's input is {input_name!r}")
-    dtype = V2_DATATYPES.get(tensor["datatype"])
-    if dtype is None:
-        raise MalformedRequest(f"v2 datatype {tensor['datatype']!r} is not supported; use one of {sorted(V2_DATATYPES)}")
-    shape = tensor["shape"]
-    if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
-        raise MalformedRequest(f"v2 shape must be a list of non-negative integers; got {shape!r}")
-    values = _array_from_json({"data": tensor["data"]}, input_name)
-    expected = int(np.prod(shape, dtype=np.int64))
-    if values.size != expected:
-        raise MalformedRequest(f"v2 data holds {values.size} values; shape {shape} needs {expected}")
-    if values.dtype.kind not in "biuf" or values.dtype.kind == "b":
-        raise MalformedRequest(f"v2 data must be numbers for datatype {tensor['datatype']}")
-    request_id = document.get("id")
-    return DecodedRequest(values.astype(dtype, copy=False).reshape(shape), V2,
-                          None if request_id is None else str(request_id))
+def _decoded_v2(document: Any, input_name: str, header_length: str | None = None) -> DecodedRequest:
+    """A v2 request; its rejections are answered in the protocol's own error format."""
+    try:
+        binary = None
+        if header_length is not None:
+            header, binary = split_binary(document, header_length)
+            document = parse_json(header)
+            if not is_v2(document):
+                raise MalformedRequest(f"a body with {HEADER_LENGTH} must be a v2 request with 'inputs'")
+        array, options = decode_v2(document, input_name, binary)
+    except RequestError as error:
+        error.protocol = V2
+        raise
+    return DecodedRequest(array, options)
 
 
 def decode_payload(payload: Any, content_type: str | None, input_name: str) -> np.ndarray:
@@ -93,13 +81,18 @@ def decode_payload(payload: Any, content_type: str | None, input_name: str) -> n
         raise MalformedRequest("request body is empty; expected JSON {\"data\": ...} or an .npy array")
     if isinstance(payload, (dict, list)):
         return _array_from_json(payload, input_name)
-    if kind in NPY_TYPES or (kind == "" and bytes(payload[:6]) == NPY_MAGIC):
+    if kind in NPY_TYPES or (kind == "" and _starts_like_npy(payload)):
         return decode_npy(bytes(payload) if isinstance(payload, bytearray) else payload)
     if kind in JSON_TYPES or kind == "":
         return _array_from_json(parse_json(payload), input_name)
     raise UnsupportedMediaType(
         f"content type {kind!r} is not supported; send application/json or application/x-npy"
     )
+
+
+def _starts_like_npy(payload: bytes | bytearray | str) -> bool:
+    head = payload[:len(NPY_MAGIC)]
+    return (head.encode("latin-1") if isinstance(head, str) else bytes(head)) == NPY_MAGIC
 
 
 def parse_json(payload: bytes | bytearray | str) -> Any:

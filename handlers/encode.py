@@ -7,6 +7,7 @@ from typing import Sequence
 import numpy as np
 
 from handlers.errors import AnsweredError
+from handlers.open_inference import PLAIN, V2, encode_v2_error
 
 JSON_CONTENT_TYPE = "application/json"
 
@@ -46,26 +47,6 @@ class PredictionEncoder:
         return out
 
 
-    def v2(self, logits: np.ndarray, model_name: str, request_id: str | None) -> bytes:
-        """An Open Inference Protocol (v2) response: probabilities, class and label tensors."""
-        probs = softmax(np.asarray(logits, dtype=np.float64))
-        classes = probs.argmax(axis=1)
-        rows = probs.shape[0]
-        body = {
-            "model_name": model_name,
-            "outputs": [
-                {"name": "probabilities", "datatype": "FP32", "shape": list(probs.shape),
-                 "data": probs.astype(np.float32).ravel().tolist()},
-                {"name": "class", "datatype": "INT64", "shape": [rows], "data": classes.tolist()},
-                {"name": "label", "datatype": "BYTES", "shape": [rows],
-                 "data": [_label(self.labels, int(c)) for c in classes]},
-            ],
-        }
-        if request_id is not None:
-            body["id"] = request_id
-        return json.dumps(body, separators=(",", ":")).encode()
-
-
 def predictions(logits: np.ndarray, labels: Sequence[str], top_k: int) -> list[dict]:
     """One dict per row: predicted class, its label and the top-k probabilities (as served)."""
     return [json.loads(row) for row in PredictionEncoder(labels, top_k).rows(logits)]
@@ -76,8 +57,11 @@ def encode_predictions(rows: Sequence[str]) -> bytes:
     return ('{"predictions":[' + ",".join(rows) + "]}").encode()
 
 
-def encode_error(error: AnsweredError) -> bytes:
-    """The body of an error answer (4xx for bad requests, 5xx when a composed model's member fails)."""
+def encode_error(error: AnsweredError, protocol: str = PLAIN) -> bytes:
+    """The body of an error answer (4xx for bad requests, 5xx when a composed model's member fails),
+    in the format of the protocol the request spoke."""
+    if protocol == V2:
+        return encode_v2_error(error.message)
     return json.dumps({"error": error.to_json()}, separators=(",", ":")).encode()
 
 

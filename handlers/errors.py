@@ -7,6 +7,8 @@ class AnsweredError(Exception):
 
     status = 500
     phrase = "Internal Server Error"
+    # The protocol of the request that failed ("plain" or "v2"): its answer uses the same format.
+    protocol = "plain"
 
     def __init__(self, message: str) -> None:
         super().__init__(message)

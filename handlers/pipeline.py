@@ -15,9 +15,10 @@ import numpy as np
 from handlers.backends import Backend
 from handlers.composition import encode_npy, member_probabilities
 from handlers.contract import PROBABILITIES, HandlerConfig
-from handlers.decode import NPY_TYPES, V2, DecodedRequest, decode_request
-from handlers.encode import JSON_CONTENT_TYPE, PredictionEncoder, encode_error, encode_predictions
+from handlers.decode import NPY_TYPES, DecodedRequest, decode_request
+from handlers.encode import JSON_CONTENT_TYPE, PredictionEncoder, encode_error, encode_predictions, softmax
 from handlers.errors import AnsweredError, RequestError
+from handlers.open_inference import BINARY_CONTENT_TYPE, HEADER_LENGTH, V2Options, encode_v2
 
 logger = logging.getLogger(__name__)
 
@@ -28,10 +29,12 @@ NPY_CONTENT_TYPE = NPY_TYPES[0]
 
 @dataclass(frozen=True)
 class RequestInput:
-    """One request as the worker hands it over: body and its content type."""
+    """One request as the worker hands it over: body, its content type, and the length of the JSON
+    header when it uses the Open Inference Protocol's binary extension."""
 
     payload: Any
     content_type: str | None
+    header_length: str | None = None
 
 
 @dataclass
@@ -52,6 +55,7 @@ class Answer:
     phrase: str
     body: bytes
     content_type: str = JSON_CONTENT_TYPE
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 class ClassificationPipeline:
@@ -94,16 +98,20 @@ class ClassificationPipeline:
         accepted = []
         for idx, request in enumerate(requests):
             try:
-                decoded = decode_request(request.payload, request.content_type, contract.name)
+                decoded = decode_request(request.payload, request.content_type, contract.name, request.header_length)
+            except RequestError as error:
+                answers[idx] = _error_answer(error, error.protocol)
+                continue
+            try:
                 accepted.append((idx, decoded, contract.as_batch(decoded.array, self.config.max_instances)))
             except RequestError as error:
-                answers[idx] = _error_answer(error)
+                answers[idx] = _error_answer(error, decoded.protocol)
         if not accepted:
             return accepted, None
         batch = _stack([array for _, _, array in accepted])
         if not contract.values_ok(batch):
             # Rare path: some request holds NaN/Inf or out-of-range values; find and answer them.
-            accepted = [item for item in accepted if self._values_checked(item[0], item[2], answers)]
+            accepted = [item for item in accepted if self._values_checked(*item, answers)]
             batch = _stack([array for _, _, array in accepted]) if accepted else None
         return accepted, batch
 
@@ -113,8 +121,8 @@ class ClassificationPipeline:
         try:
             outputs = self.backend.run(batch)
         except AnsweredError as error:
-            for idx, _, _ in accepted:
-                answers[idx] = _error_answer(error)
+            for idx, decoded, _ in accepted:
+                answers[idx] = _error_answer(error, decoded.protocol)
             return None
         if outputs.shape[0] != batch.shape[0]:
             raise RuntimeError(f"model returned {outputs.shape[0]} rows for {batch.shape[0]} inputs")
@@ -126,16 +134,22 @@ class ClassificationPipeline:
         if self.config.output == PROBABILITIES:
             self._encode_probabilities(accepted, outputs, answers)
             return
-        rows = self.encoder.rows(outputs) if any(d.protocol != V2 for _, d, _ in accepted) else []
+        rows = self.encoder.rows(outputs) if any(d.v2 is None for _, d, _ in accepted) else []
         start = 0
         for idx, decoded, array in accepted:
             stop = start + array.shape[0]
-            if decoded.protocol == V2:
-                body = self.encoder.v2(outputs[start:stop], self.model_name, decoded.request_id)
+            if decoded.v2 is None:
+                answers[idx] = Answer(OK_STATUS, OK_PHRASE, encode_predictions(rows[start:stop]))
             else:
-                body = encode_predictions(rows[start:stop])
-            answers[idx] = Answer(OK_STATUS, OK_PHRASE, body)
+                answers[idx] = self._v2_answer(outputs[start:stop], decoded.v2)
             start = stop
+
+    def _v2_answer(self, logits: np.ndarray, options: V2Options) -> Answer:
+        probabilities = softmax(np.asarray(logits, dtype=np.float64))
+        body, header_length = encode_v2(probabilities, self.config.labels, self.model_name, options)
+        if header_length is None:
+            return Answer(OK_STATUS, OK_PHRASE, body)
+        return Answer(OK_STATUS, OK_PHRASE, body, BINARY_CONTENT_TYPE, ((HEADER_LENGTH, str(header_length)),))
 
     @staticmethod
     def _encode_probabilities(accepted: list[tuple[int, DecodedRequest, np.ndarray]], outputs: np.ndarray,
@@ -148,12 +162,13 @@ class ClassificationPipeline:
             answers[idx] = Answer(OK_STATUS, OK_PHRASE, encode_npy(probabilities[start:stop]), NPY_CONTENT_TYPE)
             start = stop
 
-    def _values_checked(self, idx: int, array: np.ndarray, answers: list[Answer | None]) -> bool:
+    def _values_checked(self, idx: int, decoded: DecodedRequest, array: np.ndarray,
+                        answers: list[Answer | None]) -> bool:
         try:
             self.config.input.check_values(array)
             return True
         except RequestError as error:
-            answers[idx] = _error_answer(error)
+            answers[idx] = _error_answer(error, decoded.protocol)
             return False
 
 
@@ -161,8 +176,8 @@ def _ms_since(started: float) -> float:
     return (time.perf_counter() - started) * 1000.0
 
 
-def _error_answer(error: AnsweredError) -> Answer:
-    return Answer(error.status, error.phrase, encode_error(error))
+def _error_answer(error: AnsweredError, protocol: str) -> Answer:
+    return Answer(error.status, error.phrase, encode_error(error, protocol))
 
 
 def _stack(arrays: list[np.ndarray]) -> np.ndarray:

@@ -17,6 +17,7 @@ NPY_CONTENT_TYPE = "application/x-npy"
 
 PREDICTIONS = "predictions"  # models: POST /predictions/NAME
 WFPREDICT = "wfpredict"  # workflows: POST /wfpredict/NAME
+V2_INFER = "v2/models/{model}/infer"  # Open Inference Protocol (KServe v2)
 
 
 class TorchServeError(RuntimeError):
@@ -71,9 +72,7 @@ class TorchServeClient:
 
     def predict_raw(self, model: str, body: bytes, content_type: str, endpoint: str = PREDICTIONS) -> requests.Response:
         """POST a body as is and return the response, whatever its status (``endpoint=WFPREDICT`` for workflows)."""
-        return self.session.post(f"{self.inference_url}/{endpoint}/{model}", data=body,
-                                 headers={"Content-Type": content_type, **self._auth("inference")},
-                                 timeout=self.timeout_s)
+        return self._post_inference(f"{endpoint}/{model}", body, content_type)
 
     def predict_json(self, model: str, data: Any, endpoint: str = PREDICTIONS) -> dict:
         """``{"data": data}`` as JSON; returns the decoded answer or raises TorchServeError."""
@@ -84,7 +83,6 @@ class TorchServeClient:
         """One array as a raw .npy body."""
         return self._checked(self.predict_raw(model, npy_bytes(array), NPY_CONTENT_TYPE, endpoint)).json()
 
-    # --- management API --------------------------------------------------------------------
     def predict_v2(self, model: str, input_name: str, array: np.ndarray, request_id: str | None = None) -> dict:
         """An Open Inference Protocol (v2) request for ``array`` ([N, ...] float32); returns the v2 answer."""
         array = np.ascontiguousarray(array, dtype=np.float32)
@@ -92,7 +90,12 @@ class TorchServeClient:
                                                "data": array.ravel().tolist()}]}
         if request_id is not None:
             request["id"] = request_id
-        return self._checked(self.predict_raw(model, json.dumps(request).encode(), "application/json")).json()
+        # The Open Inference Protocol's own path, as KServe and Triton clients call it; TorchServe
+        # routes it to the model's handler like /predictions/NAME.
+        return self._checked(self._post_inference(V2_INFER.format(model=model), json.dumps(request).encode(),
+                                                  "application/json")).json()
+
+    # --- management API --------------------------------------------------------------------
 
     def register(self, archive: str, *, batch_size: int, max_batch_delay_ms: int, initial_workers: int = 1,
                  model_name: str | None = None, response_timeout_s: int | None = None) -> dict:
@@ -137,6 +140,11 @@ class TorchServeClient:
         return self._checked(self.session.get(f"{self.metrics_url}/metrics", timeout=self.timeout_s)).text
 
     # --- plumbing --------------------------------------------------------------------------
+    def _post_inference(self, path: str, body: bytes, content_type: str) -> requests.Response:
+        return self.session.post(f"{self.inference_url}/{path}", data=body,
+                                 headers={"Content-Type": content_type, **self._auth("inference")},
+                                 timeout=self.timeout_s)
+
     def _auth(self, api: str) -> dict[str, str]:
         if self.tokens is None:
             return {}
@@ -162,7 +170,8 @@ def npy_bytes(array: np.ndarray) -> bytes:
 
 
 def error_message(response: requests.Response) -> str:
-    """Our handler's ``error.message``, TorchServe's ``message``, or the raw text."""
+    """Our handler's ``error.message``, the Open Inference Protocol's ``error`` string, TorchServe's
+    ``message``, or the raw text."""
     try:
         body = response.json()
     except ValueError:
@@ -170,6 +179,8 @@ def error_message(response: requests.Response) -> str:
     if isinstance(body, dict):
         if isinstance(body.get("error"), dict):
             return str(body["error"].get("message", body))
+        if isinstance(body.get("error"), str):
+            return body["error"]
         return str(body.get("message", body))
     return str(body)
 

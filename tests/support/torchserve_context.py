@@ -18,14 +18,15 @@ def make_context(model_dir: Path, serialized_file: str, batch_size: int = 8) -> 
     return Context("test", str(model_dir), manifest, batch_size, None, "0.12.0", model_yaml_config=model_yaml)
 
 
-def worker_batch(bodies: list[tuple[Any, str]], decode_json: bool = True) -> list[dict]:
-    """The batch the worker hands to a handler: per request, a 'body' parameter with its content type.
+def worker_batch(bodies: list[tuple], decode_json: bool = True) -> list[dict]:
+    """The batch the worker hands to a handler: per request, a 'body' parameter with its content type,
+    and the request's HTTP headers (an optional third item: a dict).
 
     Mirrors ``otf_message_handler._retrieve_input_data``: JSON bodies are parsed by the worker
     (raw bytes are kept when parsing fails), everything else arrives as bytes.
     """
     batch = []
-    for idx, (body, content_type) in enumerate(bodies):
+    for idx, (body, content_type, *headers) in enumerate(bodies):
         value = body
         if decode_json and content_type == "application/json" and isinstance(body, bytes):
             try:
@@ -33,15 +34,21 @@ def worker_batch(bodies: list[tuple[Any, str]], decode_json: bool = True) -> lis
             except Exception:  # the worker forwards the raw bytes, exactly like this
                 value = body
         batch.append({"requestId": f"req-{idx}".encode(), "parameters": [
-            {"name": "body", "contentType": content_type, "value": value}]})
+            {"name": "body", "contentType": content_type, "value": value}],
+            "headers": [{"name": k.encode(), "value": v.encode()} for k, v in (headers[0] if headers else {}).items()]})
     return batch
 
 
-def run_handler(handler: Any, context: Context, bodies: list[tuple[Any, str]]) -> list[tuple[int, dict]]:
-    """Call handle() exactly as ts.service.Service.predict does; return (status, JSON body) per request."""
+def run_handler_raw(handler: Any, context: Context, bodies: list[tuple]) -> list[tuple[int, bytes, dict]]:
+    """Call handle() exactly as ts.service.Service.predict does; return (status, body, response headers)."""
     headers, data, request_ids = Service.retrieve_data_for_inference(worker_batch(bodies))
     context.request_ids = request_ids
     context.request_processor = headers
     outputs = handler.handle(data, context)
     assert create_predict_response(outputs, request_ids, "Prediction success", 200, context=context)
-    return [(context.get_response_status(idx)[0], json.loads(out)) for idx, out in enumerate(outputs)]
+    return [(context.get_response_status(idx)[0], out, context.get_response_headers(idx)) for idx, out in enumerate(outputs)]
+
+
+def run_handler(handler: Any, context: Context, bodies: list[tuple]) -> list[tuple[int, dict]]:
+    """Like ``run_handler_raw``, with every answer parsed as JSON."""
+    return [(status, json.loads(body)) for status, body, _ in run_handler_raw(handler, context, bodies)]
