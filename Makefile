@@ -5,15 +5,20 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup tools demo test variants composition bench sweep reliability soak archive clean
+# KServe's API types for the offline manifest check: its SDK unpacked without dependencies (they pin
+# psutil<6 and protobuf<7, which clash with ours); tests read the generated models, never import them.
+KSERVE_SDK := kserve==0.21.0
+
+.PHONY: setup tools demo test deploy-check variants composition bench sweep reliability soak archive clean
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	@echo "==> setting up $(VENV) (torch 2.13.0 CPU, torchserve 0.12.0, onnxruntime)"
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[cpu,test]'
+	$(PY) -m pip install --quiet --no-deps --upgrade --target $(VENV)/kserve-sdk '$(KSERVE_SDK)'
 	@touch $(STAMP)
 
 demo: setup
@@ -26,6 +31,11 @@ tools:
 
 test: setup tools
 	$(PY) -m pytest
+
+# deploy/: Dockerfile lint, container config, Kubernetes + KServe manifests against their schemas,
+# and the image's start command run here (no Docker engine or cluster needed)
+deploy-check: setup
+	$(PY) -m pytest tests/unit/test_deploy_files.py tests/unit/test_deploy_manifests.py tests/integration/test_container_start.py
 
 # INT8 / pruned / FP16 variants: gated, archived into model_store/, measured -> reports/variants.*
 variants: setup
