@@ -10,6 +10,8 @@ from ts.context import Context
 from ts.protocol.otf_message_handler import create_predict_response
 from ts.service import Service
 
+ARTIFACTS = ("model.pt", "model.onnx")  # the serialized files an archive of ours may hold
+
 
 def make_context(model_dir: Path, serialized_file: str, batch_size: int = 8) -> Context:
     """A Context like the worker's, with model-config.yaml parsed into model_yaml_config."""

@@ -9,9 +9,8 @@ import pytest
 
 from handlers.classifier_handler import BATCH_SIZE_HEADER, ClassifierHandler
 from support.models import eager_predictions
-from support.torchserve_context import make_context, run_handler
+from support.torchserve_context import ARTIFACTS, make_context, run_handler
 
-ARTIFACTS = ["model.pt", "model.onnx"]
 
 
 def npy(array: np.ndarray) -> bytes:
@@ -22,15 +21,6 @@ def npy(array: np.ndarray) -> bytes:
 
 def json_body(array: np.ndarray) -> tuple[bytes, str]:
     return json.dumps({"data": array.tolist()}).encode(), "application/json"
-
-
-@pytest.fixture(params=ARTIFACTS)
-def mlp_handler(request: pytest.FixtureRequest, built_models):
-    built = built_models["digits_mlp"]
-    context = make_context(built.directory, request.param)
-    handler = ClassifierHandler()
-    handler.initialize(context)
-    return handler, context, built
 
 
 def test_initialize_bounds_threads_and_reads_contract(mlp_handler) -> None:

@@ -8,20 +8,10 @@ import numpy as np
 import pytest
 import tritonclient.http as triton
 
-from handlers.classifier_handler import ClassifierHandler
 from handlers.errors import MalformedRequest
 from handlers.open_inference import HEADER_LENGTH, OUTPUTS, V2Options, decode_v2, encode_v2, split_binary
 from support.models import eager_predictions
-from support.torchserve_context import make_context, run_handler_raw
-
-
-@pytest.fixture(params=["model.pt", "model.onnx"])
-def mlp(request: pytest.FixtureRequest, built_models):
-    built = built_models["digits_mlp"]
-    context = make_context(built.directory, request.param)
-    handler = ClassifierHandler()
-    handler.initialize(context)
-    return handler, context, built
+from support.torchserve_context import run_handler_raw
 
 
 def triton_request(x: np.ndarray, binary_input: bool, binary_outputs: bool | None = None,
@@ -42,8 +32,8 @@ def triton_result(body: bytes, headers: dict) -> triton.InferResult:
 
 @pytest.mark.parametrize("binary_input", [False, True])
 @pytest.mark.parametrize("binary_outputs", [False, True])
-def test_the_triton_client_reads_what_we_answer(mlp, binary_input: bool, binary_outputs: bool) -> None:
-    handler, context, built = mlp
+def test_the_triton_client_reads_what_we_answer(mlp_handler, binary_input: bool, binary_outputs: bool) -> None:
+    handler, context, built = mlp_handler
     x = built.x_test[:6]
     [(status, body, headers)] = run_handler_raw(handler, context, [
         triton_request(x, binary_input, binary_outputs, outputs=OUTPUTS)])
@@ -57,16 +47,16 @@ def test_the_triton_client_reads_what_we_answer(mlp, binary_input: bool, binary_
     np.testing.assert_allclose(result.as_numpy("probabilities").sum(axis=1), 1.0, atol=1e-5)
 
 
-def test_only_the_requested_outputs_come_back(mlp) -> None:
-    handler, context, built = mlp
+def test_only_the_requested_outputs_come_back(mlp_handler) -> None:
+    handler, context, built = mlp_handler
     [(status, body, headers)] = run_handler_raw(handler, context, [
         triton_request(built.x_test[:2], binary_input=True, binary_outputs=True, outputs=("class",))])
     response = triton_result(body, headers).get_response()
     assert status == 200 and [o["name"] for o in response["outputs"]] == ["class"]
 
 
-def test_binary_and_plain_requests_share_a_batch_and_bad_ones_fail_alone(mlp) -> None:
-    handler, context, built = mlp
+def test_binary_and_plain_requests_share_a_batch_and_bad_ones_fail_alone(mlp_handler) -> None:
+    handler, context, built = mlp_handler
     x = built.x_test[:4]
     good = triton_request(x[:2], binary_input=True, binary_outputs=True, outputs=OUTPUTS)
     short = (good[0][:-4], "", good[2])  # the binary section lost its last float
