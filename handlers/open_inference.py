@@ -66,9 +66,9 @@ def decode_v2(document: dict, input_name: str, binary: memoryview | None = None)
         count = len(inputs) if isinstance(inputs, list) else type(inputs).__name__
         raise MalformedRequest(f"v2 'inputs' must be a list of exactly one tensor object; got {count}")
     tensor = inputs[0]
-    if tensor.get("name") != input_name:
-        raise MalformedRequest(f"v2 input is named {tensor.get('name')!r}; this model's input is {input_name!r}")
     shape, dtype = _shape_and_dtype(tensor)
+    if tensor["name"] != input_name:
+        raise MalformedRequest(f"v2 input is named {tensor['name']!r}; this model's input is {input_name!r}")
     binary_size = _parameters(tensor).get("binary_data_size")
     if binary_size is None:
         array = _from_data(tensor, shape, dtype, binary)
