@@ -5,7 +5,11 @@ import logging
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
+
+from handlers.backends import opt_out_of_ort_telemetry
+
+opt_out_of_ort_telemetry()
+import onnxruntime as ort  # noqa: E402  (after the opt-out: ORT reads it once, at start-up)
 
 logger = logging.getLogger(__name__)
 

@@ -27,6 +27,7 @@ class ContainerServe(TorchServe):
     def __init__(self, home: Path) -> None:
         super().__init__(home / "model_store", home / "run", config_template=REPO_ROOT / "deploy" / "config.properties",
                          env={"MODEL_STORE": str(home / "model_store"), "SERVE_CONFIG": str(home / "run" / "config.properties"),
+                              "HOME": str(home / "user"),  # read-only in the pod, like the rest of the image
                               # In the image, pip put torchserve on PATH; here it is in this venv.
                               "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"})
 
@@ -44,6 +45,7 @@ def container(tmp_path_factory: pytest.TempPathFactory, model_store: Path):
         pytest.skip("TorchServe needs Java 17 and the torchserve launcher")
     home = tmp_path_factory.mktemp("image")
     (home / "model_store").mkdir()
+    (home / "user").mkdir()
     for name in SERVED:
         shutil.copy(model_store / f"{name}.mar", home / "model_store")
     server = ContainerServe(home)
@@ -101,6 +103,7 @@ def test_prometheus_scrapes_handler_metrics_from_the_pod(container) -> None:
 def test_nothing_is_written_outside_tmpdir_and_sigterm_stops_it(container) -> None:
     server, _, image_files = container
     assert _tree(server.model_store) == image_files
+    assert not list((server.model_store.parent / "user").iterdir()), "something wrote into HOME"
     written = {p.relative_to(server.workdir).parts[0] for p in server.workdir.rglob("*")}
     assert written <= {"config.properties", "torchserve.out", "tmp"}, written  # config and output are the test's own
     assert list((server.workdir / "tmp" / "logs").glob("ts_log.log"))
