@@ -7,7 +7,6 @@ from typing import Sequence
 import numpy as np
 
 from handlers.errors import AnsweredError
-from handlers.open_inference import PLAIN, V2, encode_v2_error
 
 JSON_CONTENT_TYPE = "application/json"
 
@@ -30,7 +29,7 @@ class PredictionEncoder:
     def _label(self, index: int) -> str:
         cached = self._label_json.get(index)
         if cached is None:
-            cached = self._label_json[index] = json.dumps(_label(self.labels, index))
+            cached = self._label_json[index] = json.dumps(label_name(self.labels, index))
         return cached
 
     def rows(self, logits: np.ndarray) -> list[str]:
@@ -57,13 +56,11 @@ def encode_predictions(rows: Sequence[str]) -> bytes:
     return ('{"predictions":[' + ",".join(rows) + "]}").encode()
 
 
-def encode_error(error: AnsweredError, protocol: str = PLAIN) -> bytes:
-    """The body of an error answer (4xx for bad requests, 5xx when a composed model's member fails),
-    in the format of the protocol the request spoke."""
-    if protocol == V2:
-        return encode_v2_error(error.message)
+def encode_error(error: AnsweredError) -> bytes:
+    """The body of an error answer (4xx for bad requests, 5xx when a composed model's member fails)."""
     return json.dumps({"error": error.to_json()}, separators=(",", ":")).encode()
 
 
-def _label(labels: Sequence[str], index: int) -> str:
+def label_name(labels: Sequence[str], index: int) -> str:
+    """The label of class ``index``, or the index itself when the model has more classes than labels."""
     return labels[index] if index < len(labels) else str(int(index))

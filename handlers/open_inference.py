@@ -15,6 +15,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from handlers.encode import label_name
 from handlers.errors import AnsweredError, MalformedRequest
 
 PLAIN = AnsweredError.protocol  # our own JSON and .npy formats
@@ -152,7 +153,7 @@ def encode_v2(probabilities: np.ndarray, labels: Sequence[str], model_name: str,
     tensors = {
         "probabilities": ("FP32", list(probabilities.shape), probabilities.astype(np.float32)),
         "class": ("INT64", [rows], classes.astype(np.int64)),
-        "label": ("BYTES", [rows], [labels[c] if c < len(labels) else str(c) for c in classes.tolist()]),
+        "label": ("BYTES", [rows], [label_name(labels, c) for c in classes.tolist()]),
     }
     outputs, binary_parts = [], []
     for name in options.outputs:

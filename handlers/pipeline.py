@@ -18,7 +18,7 @@ from handlers.contract import PROBABILITIES, HandlerConfig
 from handlers.decode import NPY_TYPES, DecodedRequest, decode_request
 from handlers.encode import JSON_CONTENT_TYPE, PredictionEncoder, encode_error, encode_predictions, softmax
 from handlers.errors import AnsweredError, RequestError
-from handlers.open_inference import BINARY_CONTENT_TYPE, HEADER_LENGTH, V2Options, encode_v2
+from handlers.open_inference import BINARY_CONTENT_TYPE, HEADER_LENGTH, V2, V2Options, encode_v2, encode_v2_error
 
 logger = logging.getLogger(__name__)
 
@@ -177,7 +177,9 @@ def _ms_since(started: float) -> float:
 
 
 def _error_answer(error: AnsweredError, protocol: str) -> Answer:
-    return Answer(error.status, error.phrase, encode_error(error, protocol))
+    """The error in the format of the protocol the request spoke."""
+    body = encode_v2_error(error.message) if protocol == V2 else encode_error(error)
+    return Answer(error.status, error.phrase, body)
 
 
 def _stack(arrays: list[np.ndarray]) -> np.ndarray:
