@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict
 from pathlib import Path
 
 from handlers.contract import default_intra_op_threads
+from handlers.cores import available_cores
 from servekit import deploy_size
 from servekit.archiving import run_archive_sh
 from servekit.build import build_model_dir
@@ -113,7 +113,7 @@ def write_reports(rows: list[dict], sizes: list[deploy_size.DeploymentSize], rep
     """variants.json, variants.md and variants.png."""
     reports_dir.mkdir(parents=True, exist_ok=True)
     document = {"gates": asdict(gates), "prune_amount": prune_amount, "finetune_epochs": finetune_epochs,
-                "threads": threads, "cpu_count": os.cpu_count(), "heldout_count": heldout_count, "variants": rows,
+                "threads": threads, "cpu_count": available_cores(), "heldout_count": heldout_count, "variants": rows,
                 "deployment_sizes": [{"name": s.name, "total_bytes": s.total, "distributions": s.distributions,
                                       "extra": s.extra} for s in sizes]}
     (reports_dir / "variants.json").write_text(json.dumps(document, indent=2) + "\n")

@@ -6,8 +6,9 @@ from dataclasses import asdict
 from pathlib import Path
 
 from handlers.contract import default_intra_op_threads
+from handlers.cores import available_cores
 from servekit.bench import artifacts
-from servekit.bench.run import (Setting, Target, TargetResult, as_json, ceilings, cpu_count, measure_side_by_side,
+from servekit.bench.run import (Setting, Target, TargetResult, as_json, ceilings, measure_side_by_side,
                                 start_server, warm_up_frontend)
 
 # (label, archive kind, encoding): what runs side by side for each model.
@@ -41,7 +42,7 @@ def run_benchmark(build_dir: Path, reports_dir: Path, concurrencies: list[int], 
             results.extend(measure_side_by_side(server.client, bench, targets, setting, concurrencies, duration_s))
     finally:
         server.stop()
-    document = {"setting": asdict(setting), "threads": threads, "cores": cpu_count(), "duration_s": duration_s,
+    document = {"setting": asdict(setting), "threads": threads, "cores": available_cores(), "duration_s": duration_s,
                 "decode_input_request": decode_input, "results": as_json(results),
                 "ceilings": {name: ceilings(bench, setting, threads) for name, bench in benches.items()}}
     document["ratios"] = ratios(results, document["ceilings"], concurrencies)

@@ -7,7 +7,6 @@ from typing import Any, Callable
 
 import numpy as np
 
-from handlers.cores import available_cores
 from servekit.bench.artifacts import BenchModel
 from servekit.bench.ceilings import decode_cost_us, in_process_items_per_s
 from servekit.bench.wrk import WrkResult, run_wrk
@@ -167,8 +166,3 @@ def as_json(results: list[TargetResult]) -> list[dict]:
     """Serializable rows."""
     return [{**{k: v for k, v in asdict(r).items() if k != "runs"},
              "runs": [{**asdict(run), "throughput": run.throughput} for run in r.runs]} for r in results]
-
-
-def cpu_count() -> int:
-    """Cores this process may use (affinity and container CPU quota), as the handlers size threads."""
-    return available_cores()

@@ -30,6 +30,12 @@ DEFINITIONS_ID = "https://kubernetes.io/api/_definitions.json"
 REQUIRED_SETTER = re.compile(r"Invalid value for `(\w+)`, must not be `None`")
 
 
+def read_properties(path: Path) -> dict[str, str]:
+    """A TorchServe config.properties as key -> value (comment and blank lines skipped)."""
+    lines = (line.strip() for line in path.read_text().splitlines())
+    return dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
+
+
 def validate_kubernetes(document: dict, version: str) -> None:
     """Raise ``kubernetes_validate.ValidationError`` unless ``document`` fits the strict schema."""
     kubernetes_validate.validate(document, version, strict=True)

@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 from packaging.requirements import Requirement
 
+from support.manifests import read_properties
+
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
 VARIANTS = ("cpu", "cuda")
@@ -22,18 +24,13 @@ CONTAINER_DIFFERENCES = {"inference_address", "metrics_address", "load_models", 
                          "disable_token_authorization", "vmargs"}
 
 
-def _properties(path: Path) -> dict[str, str]:
-    lines = (line.strip() for line in path.read_text().splitlines())
-    return dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
-
-
 def _pins(path: Path) -> dict[str, Requirement]:
     lines = (line.split("#")[0].strip() for line in path.read_text().splitlines())
     return {(r := Requirement(line)).name.lower(): r for line in lines if line}
 
 
 def test_the_container_config_keeps_every_safety_setting_of_the_local_one() -> None:
-    local, container = _properties(REPO / "config.properties"), _properties(DEPLOY / "config.properties")
+    local, container = read_properties(REPO / "config.properties"), read_properties(DEPLOY / "config.properties")
     changed = {key for key in local.keys() | container.keys() if local.get(key) != container.get(key)}
     assert changed == CONTAINER_DIFFERENCES
     assert container["management_address"].startswith("http://127.0.0.1:")

@@ -10,7 +10,8 @@ import pytest
 import yaml
 from kubernetes_validate import ValidationError
 
-from support.manifests import KUBERNETES_VERSIONS, inference_service_errors, load_kserve_types, validate_kubernetes
+from support.manifests import (KUBERNETES_VERSIONS, inference_service_errors, load_kserve_types, read_properties,
+                               validate_kubernetes)
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 K8S = DEPLOY / "k8s"
@@ -25,11 +26,6 @@ def _objects() -> dict[str, dict]:
     """kind -> object, from every file the kustomization lists."""
     resources = yaml.safe_load((K8S / "kustomization.yaml").read_text())["resources"]
     return {d["kind"]: d for name in resources for d in _documents(K8S / name)}
-
-
-def _properties(path: Path) -> dict[str, str]:
-    lines = (line.strip() for line in path.read_text().splitlines())
-    return dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
 
 
 def _port(address: str) -> int:
@@ -88,7 +84,7 @@ def test_the_kserve_check_rejects_unknown_fields_wrong_types_and_missing_parts(k
 
 
 def test_pods_serve_the_ports_the_container_config_opens() -> None:
-    config = _properties(DEPLOY / "config.properties")
+    config = read_properties(DEPLOY / "config.properties")
     inference, metrics = _port(config["inference_address"]), _port(config["metrics_address"])
     objects = _objects()
     pod = objects["Deployment"]["spec"]["template"]
