@@ -91,8 +91,8 @@ def decode_payload(payload: Any, content_type: str | None, input_name: str) -> n
 
 
 def _starts_like_npy(payload: bytes | bytearray | str) -> bool:
-    head = payload[:len(NPY_MAGIC)]
-    return (head.encode("latin-1") if isinstance(head, str) else bytes(head)) == NPY_MAGIC
+    # The worker hands over str only for text/* content types, never with no content type.
+    return isinstance(payload, (bytes, bytearray)) and payload[:len(NPY_MAGIC)] == NPY_MAGIC
 
 
 def parse_json(payload: bytes | bytearray | str) -> Any:
