@@ -18,6 +18,7 @@ NPY_CONTENT_TYPE = "application/x-npy"
 PREDICTIONS = "predictions"  # models: POST /predictions/NAME
 WFPREDICT = "wfpredict"  # workflows: POST /wfpredict/NAME
 V2_INFER = "v2/models/{model}/infer"  # Open Inference Protocol (KServe v2)
+SHUTDOWN_RACE = "ConcurrentModificationException"  # TorchServe 0.12, unregistering a model under load
 
 
 class TorchServeError(RuntimeError):
@@ -131,8 +132,18 @@ class TorchServeClient:
         return self._management("put", f"/models/{model}", params=params)
 
     def unregister(self, model: str) -> dict:
-        """DELETE /models/NAME."""
-        return self._management("delete", f"/models/{model}")
+        """DELETE /models/NAME.
+
+        TorchServe 0.12 can answer 500 ConcurrentModificationException when a batch was still in
+        flight: it has already removed the model, then fails while stopping its workers
+        (``WorkerThread.shutdown``). A model that is gone after that answer counts as unregistered.
+        """
+        try:
+            return self._management("delete", f"/models/{model}")
+        except TorchServeError as error:
+            if error.status != 500 or SHUTDOWN_RACE not in error.message or model in self.list_models():
+                raise
+            return {"status": f"Model \"{model}\" unregistered ({SHUTDOWN_RACE} while its workers stopped)"}
 
     # --- metrics API -----------------------------------------------------------------------
     def metrics(self) -> str:
