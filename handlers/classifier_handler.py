@@ -66,7 +66,7 @@ def load_model(config: HandlerConfig, context: Any) -> Backend:
     serialized = context.manifest["model"].get("serializedFile")
     if not serialized:
         raise ValueError("the archive has no serialized model and model-config.yaml no handler.composition")
-    return load_backend(model_dir / serialized, gpu_id, threads)
+    return load_backend(model_dir / serialized, gpu_id, threads, config.cuda_graph_batch_sizes)
 
 
 def emit_metrics(metrics: Any, times: StageTimes, statuses: list[int]) -> None:

@@ -132,6 +132,7 @@ class HandlerConfig:
     workers: int = 1
     output: str = PREDICTIONS
     composition: CompositionConfig | None = None  # set when the model is a pipeline/ensemble of members
+    cuda_graph_batch_sizes: tuple[int, ...] = ()  # on a GPU: batch sizes captured as CUDA graphs
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -143,6 +144,8 @@ class HandlerConfig:
             raise ConfigError(f"handler.threads must be >= 0 (0 = auto), got {self.threads}")
         if self.output not in OUTPUTS:
             raise ConfigError(f"handler.output must be one of {OUTPUTS}, got {self.output!r}")
+        if any(size < 1 for size in self.cuda_graph_batch_sizes):
+            raise ConfigError(f"handler.cuda_graph_batch_sizes must be positive, got {list(self.cuda_graph_batch_sizes)}")
 
     @classmethod
     def from_model_yaml(cls, model_yaml: Mapping[str, Any] | None) -> HandlerConfig:
@@ -152,7 +155,8 @@ class HandlerConfig:
         section = dict(model_yaml["handler"])
         if "input" not in section:
             raise ConfigError("model-config.yaml handler section needs 'input' (name, shape, dtype)")
-        known = {"input", "labels", "top_k", "max_instances", "threads", "output", "composition"}
+        known = {"input", "labels", "top_k", "max_instances", "threads", "output", "composition",
+                 "cuda_graph_batch_sizes"}
         composition = None
         if "composition" in section:
             from handlers.composition import CompositionConfig  # imports ConfigError from here
@@ -167,6 +171,7 @@ class HandlerConfig:
             workers=int(model_yaml.get("maxWorkers", model_yaml.get("minWorkers", 1))),
             output=str(section.get("output", PREDICTIONS)),
             composition=composition,
+            cuda_graph_batch_sizes=tuple(int(size) for size in section.get("cuda_graph_batch_sizes", ())),
             extra={k: v for k, v in section.items() if k not in known},
         )
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, Sequence
 
 import numpy as np
 
@@ -32,15 +32,18 @@ def opt_out_of_ort_telemetry() -> None:
     os.environ.setdefault(ORT_TELEMETRY_OPT_OUT, "1")
 
 
-def load_backend(path: Path, gpu_id: int | None, threads: int) -> Backend:
-    """Load ``path`` with the runtime its suffix names; GPU ``gpu_id`` when usable, else CPU."""
+def load_backend(path: Path, gpu_id: int | None, threads: int, cuda_graph_sizes: Sequence[int] = ()) -> Backend:
+    """Load ``path`` with the runtime its suffix names; GPU ``gpu_id`` when usable, else CPU.
+
+    ``cuda_graph_sizes``: batch sizes to capture as CUDA graphs on a GPU (ignored on CPU).
+    """
     suffix = Path(path).suffix.lower()
     if suffix in ONNX_SUFFIXES:
         from handlers.backends.onnxruntime import OnnxRuntimeBackend
 
-        return OnnxRuntimeBackend(Path(path), gpu_id, threads)
+        return OnnxRuntimeBackend(Path(path), gpu_id, threads, cuda_graph_sizes=cuda_graph_sizes)
     if suffix in TORCHSCRIPT_SUFFIXES:
         from handlers.backends.torchscript import TorchScriptBackend
 
-        return TorchScriptBackend(Path(path), gpu_id, threads)
+        return TorchScriptBackend(Path(path), gpu_id, threads, cuda_graph_sizes)
     raise ValueError(f"no backend for {path.name!r}: expected {ONNX_SUFFIXES + TORCHSCRIPT_SUFFIXES}")
