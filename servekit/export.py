@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from handlers.backends.torchscript import module_dtype
 from servekit import validate
 
 ONNX_OPSET = 17
@@ -33,10 +34,13 @@ class ExportSpec:
 
 
 def export_torchscript(model: nn.Module, spec: ExportSpec, path: Path) -> Path:
-    """Trace ``model`` (works for any module without data-dependent control flow)."""
+    """Trace ``model`` (works for any module without data-dependent control flow).
+
+    The example batch takes the model's own precision, so an FP16 (``.half()``) model traces too.
+    """
     model.eval()
     with torch.inference_mode():
-        traced = torch.jit.trace(model, spec.example(), check_trace=False)
+        traced = torch.jit.trace(model, spec.example().to(module_dtype(model)), check_trace=False)
     traced.save(str(path))
     return path
 

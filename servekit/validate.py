@@ -9,6 +9,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from handlers.backends.torchscript import module_dtype
+
 DEFAULT_RTOL = 1e-3
 DEFAULT_ATOL = 1e-5
 DEFAULT_BATCH_SIZES = (1, 7, 64)
@@ -70,12 +72,13 @@ def onnx_runner(path: Path) -> Callable[[np.ndarray], np.ndarray]:
 
 
 def torchscript_runner(path: Path) -> Callable[[np.ndarray], np.ndarray]:
-    """A loaded TorchScript module as a function of one input batch."""
+    """A loaded TorchScript module as a function of one input batch (cast to the module's precision)."""
     module = torch.jit.load(str(path), map_location="cpu").eval()
+    dtype = module_dtype(module)
 
     def run(batch: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
-            return module(torch.from_numpy(batch)).numpy()
+            return module(torch.from_numpy(batch).to(dtype)).float().numpy()
 
     return run
 

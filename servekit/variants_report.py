@@ -191,11 +191,11 @@ def findings(rows: list[dict]) -> list[str]:
                        f"({r['speedup_same_format_b32']:.2f}×): smaller, not faster, on this CPU.")
     out.append("- Unstructured pruning leaves dense tensors: the file keeps its size and the kernels their speed; "
                "only the compressed .mar shrinks. It pays only with sparse kernels or structured pruning.")
-    fp16 = [r for r in rows if r["variant"] == "onnx_fp16" and r.get("speedup_same_format_b32")]
-    ratios = ", ".join(f"{r['model']} {r['speedup_same_format_b32']:.2f}×" for r in fp16)
-    out.append(f"- ONNX FP16 vs ONNX FP32 at batch 32 on this CPU: {ratios}. FP16 halves the file; a CPU without "
-               "native FP16 arithmetic computes it in FP32 after casts, so expect no speed-up here. "
-               "The GPU issue measures FP16 where it can pay.")
+    fp16 = [r for r in rows if r["variant"] in ("ts_fp16", "onnx_fp16") and r.get("speedup_same_format_b32")]
+    ratios = ", ".join(f"{r['model']} {r['variant']} {r['speedup_same_format_b32']:.2f}×" for r in fp16)
+    out.append(f"- FP16 vs FP32 of the same format at batch 32 on this CPU: {ratios}. FP16 halves the file; a CPU "
+               "without native FP16 arithmetic emulates it, so expect no speed-up here. "
+               "`servekit gpu-report` (reports/gpu.md) measures FP16 on a GPU, where it can pay.")
     return out
 
 

@@ -1,6 +1,7 @@
 """INT8 and FP16 conversions: PyTorch dynamic quantization, ONNX Runtime dynamic/static QDQ, ONNX FP16."""
 from __future__ import annotations
 
+import copy
 import warnings
 from pathlib import Path
 
@@ -21,6 +22,11 @@ def torch_dynamic_int8(model: nn.Module) -> nn.Module:
         # report says so. Don't repeat it once per layer.
         warnings.filterwarnings("ignore", message="torch.quantize_per_tensor")
         return torch.ao.quantization.quantize_dynamic(model.eval(), DYNAMIC_QUANT_LAYERS, dtype=torch.qint8)
+
+
+def torch_fp16(model: nn.Module) -> nn.Module:
+    """A half-precision copy (weights and compute in FP16); the original stays FP32."""
+    return copy.deepcopy(model).eval().half()
 
 
 def _preprocessed(source: Path, target: Path) -> Path:

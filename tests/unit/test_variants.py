@@ -7,7 +7,7 @@ from servekit.deploy_size import closure
 from servekit.variants import Gates, judge
 
 EXPECTED = {"ts_fp32", "onnx_fp32", "ts_int8", "onnx_int8", "ts_pruned", "onnx_pruned", "ts_pruned_int8",
-            "onnx_pruned_int8", "onnx_qdq_int8", "onnx_fp16"}
+            "onnx_pruned_int8", "onnx_qdq_int8", "ts_fp16", "onnx_fp16"}
 
 
 def test_every_variant_is_built_for_both_models(variant_results) -> None:
