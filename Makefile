@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 # psutil<6 and protobuf<7, which clash with ours); tests read the generated models, never import them.
 KSERVE_SDK := kserve==0.21.0
 
-.PHONY: setup tools demo test deploy-check variants composition bench sweep reliability soak archive clean
+.PHONY: setup tools demo test deploy-check variants composition bench sweep reliability soak gpu-report archive clean
 
 setup: $(STAMP)
 
@@ -67,3 +67,8 @@ archive: setup
 
 clean:
 	rm -rf build model_store/*.mar logs key_file.json
+
+# Every variant in-process on the GPU vs this machine's CPU -> reports/gpu.{md,json,png} (needs CUDA and
+# onnxruntime-gpu for the GPU rows; `pip install -e '.[gpu,test]'` on a CUDA machine). No Java needed.
+gpu-report: setup
+	$(VENV)/bin/servekit gpu-report

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from pathlib import Path
 
 from handlers.contract import ConfigError, InputContract
+from servekit.gpu_report import add_arguments as add_gpu_report_arguments
 from servekit.model_config import Batching
 from servekit.optimize.prune import DEFAULT_AMOUNT as DEFAULT_PRUNE_AMOUNT
 from servekit.user_model import UserModelError
@@ -108,6 +109,10 @@ def main(argv: list[str] | None = None) -> int:
     soak.add_argument("--minutes", type=float, default=5.0)
     soak.add_argument("--concurrency", type=int, default=16)
     soak.set_defaults(run=_soak)
+
+    gpu = commands.add_parser("gpu-report", help="every variant in-process on GPU vs this machine's CPU -> reports/gpu.md")
+    add_gpu_report_arguments(gpu)
+    gpu.set_defaults(run=_gpu_report)
 
     args = parser.parse_args(argv)
     try:
@@ -212,6 +217,12 @@ def _soak(args: argparse.Namespace) -> int:
     from servekit.soak import run_soak
 
     return 0 if run_soak(args.build_dir, args.reports_dir, args.minutes, args.concurrency)["passed"] else 1
+
+
+def _gpu_report(args: argparse.Namespace) -> int:
+    from servekit.gpu_report import run_report
+
+    return run_report(args.build_dir, args.reports_dir, args.batch_sizes, args.seconds, args.rounds, args.prepare_only)
 
 
 def _variants(args: argparse.Namespace) -> int:
