@@ -27,7 +27,7 @@ demo: setup
 # wrk (Debian's package) drives the benchmarks; installed when missing and we may use apt.
 tools:
 	@command -v wrk >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
-	  (apt-get update -qq && apt-get install -y -qq wrk >/dev/null) || echo "note: wrk not installed; bench tests will skip"; }
+	  (apt-get update -qq && apt-get install -y -qq wrk >/dev/null) || echo "note: wrk not installed; bench tests will skip (and fail under CI=true)"; }
 
 test: setup tools
 	$(PY) -m pytest

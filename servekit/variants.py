@@ -142,7 +142,7 @@ def _check_outputs(result: VariantResult, reference: nn.Module, heldout: np.ndar
         result.output_check = validate.validate_artifact(reference, result.variant, runner_for(result.path), heldout,
                                                          rtol=result.rtol, atol=result.atol)
     except validate.ExportValidationError as err:
-        result.output_check = err.failures
+        result.output_check = err.comparisons
         result.reason = f"outputs differ from {result.reference} beyond rtol={result.rtol:g}, atol={result.atol:g}"
 
 

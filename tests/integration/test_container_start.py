@@ -15,6 +15,7 @@ import requests
 
 from servekit.torchserve import REPO_ROOT, TorchServe, render_config, torchserve_available
 from support.models import eager_predictions
+from support.serving import require
 
 pytestmark = pytest.mark.integration
 
@@ -41,8 +42,7 @@ def _tree(root: Path) -> dict[str, tuple[int, int]]:
 
 @pytest.fixture(scope="module")
 def container(tmp_path_factory: pytest.TempPathFactory, model_store: Path):
-    if not torchserve_available():
-        pytest.skip("TorchServe needs Java 17 and the torchserve launcher")
+    require(torchserve_available(), "Java 17 or the torchserve launcher (TorchServe needs both)")
     home = tmp_path_factory.mktemp("image")
     (home / "model_store").mkdir()
     (home / "user").mkdir()
