@@ -60,7 +60,7 @@ def post(live, name: str, way: str, body: bytes, content_type: str):
     return live.client.predict_raw(name, body, content_type, WAYS[way])
 
 
-def answer(live, name: str, way: str, body: bytes, content_type: str) -> tuple[requests.Response, int]:
+def final_answer(live, name: str, way: str, body: bytes, content_type: str) -> tuple[requests.Response, int]:
     """One request's final answer and the workflow jobs TorchServe lost on the way."""
     if way == "in-process":
         return post(live, name, way, body, content_type), 0
@@ -92,7 +92,7 @@ def test_same_input_same_answer_both_ways(live, served, compositions: Path, digi
         for idx, image in enumerate(raw):
             body, content_type = ((npy_bytes(image), NPY_CONTENT_TYPE) if idx % 2
                                   else (json.dumps({"data": image.tolist()}).encode(), "application/json"))
-            response, lost = answer(live, name, way, body, content_type)
+            response, lost = final_answer(live, name, way, body, content_type)
             losses += lost
             assert response.status_code == 200, (way, response.text)
             answer = response.json()["predictions"][0]
@@ -114,7 +114,7 @@ def test_bad_input_is_refused_at_the_front_and_batch_mates_are_served(live, serv
             with ThreadPoolExecutor(len(bodies)) as pool:
                 responses = list(pool.map(lambda body: post(live, name, way, body, "application/json"), bodies))
         else:  # sequential: under concurrency 0.12 workflows lose more node jobs (see README)
-            responses = [answer(live, name, way, body, "application/json")[0] if body is good
+            responses = [final_answer(live, name, way, body, "application/json")[0] if body is good
                          else workflow_error(live, name, body, "preprocess")[0] for body in bodies]
         statuses = [r.status_code for r in responses]
         assert statuses[0::2] == [200] * 6, (way, [r.text for r in responses[0::2]])
