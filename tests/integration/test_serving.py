@@ -175,3 +175,24 @@ def test_describe_scale_unregister_round_trip(live: LiveServer) -> None:
 def test_unknown_model_is_404(live: LiveServer) -> None:
     response = live.client.predict_raw("no_such_model", b"{}", "application/json")
     assert response.status_code == 404
+
+
+@pytest.mark.parametrize("form", ["json", "npy"])
+def test_bodies_are_recognised_without_a_content_type_and_form_bodies_are_refused(live: LiveServer, form: str) -> None:
+    """Without a content type a body is read by its bytes; with curl's default for --data
+    (application/x-www-form-urlencoded, which TorchServe parses as form fields) it is a 415 naming the header."""
+    instance = np.linspace(0, 1, 64, dtype=np.float32)
+    body = json.dumps({"data": instance.tolist()}).encode() if form == "json" else npy_bytes(instance)
+    plain = live.client.predict_raw("digits_mlp_onnx", body, None)
+    assert plain.status_code == 200, plain.text
+    assert plain.json() == live.client.predict_raw("digits_mlp_onnx", body, "application/json" if form == "json"
+                                                   else NPY_CONTENT_TYPE).json()
+    refused = live.client.predict_raw("digits_mlp_onnx", body, "application/x-www-form-urlencoded")
+    if form == "npy" and refused.status_code == 500:
+        # TorchServe's frontend cannot form-decode most binary bodies and answers before any handler runs.
+        assert refused.json()["type"] == "ErrorDataDecoderException", refused.text
+    else:
+        assert refused.status_code == 415, refused.text
+        assert "set the Content-Type header to application/json" in refused.json()["error"]["message"]
+    garbage = live.client.predict_raw("digits_mlp_onnx", b"GIF89a", None)
+    assert garbage.status_code == 415 and "has no content type" in garbage.json()["error"]["message"]
