@@ -26,6 +26,22 @@ USER_ERRORS = (ExportValidationError, UserModelError, ConfigError, UnsafeModelSt
 
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments and run one subcommand; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except USER_ERRORS as err:
+        print(f"error: {one_line(err)}", file=sys.stderr)
+        return 2
+    except Exception as err:  # not the user's fault: say so in one line; the traceback on request
+        if os.environ.get(TRACEBACK_ENV):
+            raise
+        print(f"error: unexpected {type(err).__name__}: {one_line(err)} (set {TRACEBACK_ENV}=1 for the traceback)",
+              file=sys.stderr)
+        return 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Every subcommand and its options."""
     parser = argparse.ArgumentParser(prog="servekit", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -62,8 +78,11 @@ def main(argv: list[str] | None = None) -> int:
                                       "serve, compare, accuracy -> reports/composition.md")
     composition.add_argument("--build-dir", type=Path, default=DEFAULT_BUILD_DIR)
     composition.add_argument("--model-store", type=Path, default=Path("model_store"))
-    composition.add_argument("--reports-dir", type=Path, default=Path("reports"))
+    composition.add_argument("--reports-dir", type=Path, default=None,
+                             help="write composition.{md,json} here (reports: the tracked ones); default: print only")
     composition.add_argument("--concurrency", type=int, default=16)
+    composition.add_argument("--runs", type=int, default=1,
+                             help="send the held-out images this many times each way (workflow losses vary by run)")
     composition.add_argument("--bench", type=float, default=0.0, metavar="SECONDS",
                              help="also measure workflow vs in-process with wrk for SECONDS per concurrency")
     _add_batching_arguments(composition)
@@ -116,19 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     soak.add_argument("--minutes", type=float, default=5.0)
     soak.add_argument("--concurrency", type=int, default=16)
     soak.set_defaults(run=_soak)
-
-    args = parser.parse_args(argv)
-    try:
-        return args.run(args)
-    except USER_ERRORS as err:
-        print(f"error: {one_line(err)}", file=sys.stderr)
-        return 2
-    except Exception as err:  # not the user's fault: say so in one line; the traceback on request
-        if os.environ.get(TRACEBACK_ENV):
-            raise
-        print(f"error: unexpected {type(err).__name__}: {one_line(err)} (set {TRACEBACK_ENV}=1 for the traceback)",
-              file=sys.stderr)
-        return 1
+    return parser
 
 
 def one_line(err: BaseException) -> str:
@@ -199,7 +206,7 @@ def _composition(args: argparse.Namespace) -> int:
     from servekit.composition_run import run_composition
 
     return run_composition(args.build_dir, args.model_store, args.reports_dir, _batching(args), args.concurrency,
-                           bench_seconds=args.bench)
+                           bench_seconds=args.bench, runs=args.runs)
 
 
 def _bench(args: argparse.Namespace) -> int:

@@ -149,3 +149,13 @@ def test_factory_is_imported_from_the_current_folder_like_python_m(tmp_path: Pat
                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "build" / "mynet" / "validation.json").exists()
+
+
+def test_make_composition_leaves_the_tracked_report_alone() -> None:
+    from servekit.cli import build_parser
+    from servekit.torchserve import REPO_ROOT
+
+    assert build_parser().parse_args(["composition", "--bench", "6"]).reports_dir is None
+    makefile = (REPO_ROOT / "Makefile").read_text()
+    recipe = makefile[makefile.index("\ncomposition:"):].split("\n\n", 1)[0]
+    assert "servekit composition" in recipe and "--reports-dir" not in recipe
