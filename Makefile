@@ -27,7 +27,7 @@ demo: setup
 # wrk (Debian's package) drives the benchmarks; installed when missing and we may use apt.
 tools:
 	@command -v wrk >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
-	  (apt-get update -qq && apt-get install -y -qq wrk >/dev/null) || echo "note: wrk not installed; bench tests will skip"; }
+	  (apt-get update -qq && apt-get install -y -qq wrk >/dev/null) || echo "note: wrk not installed; bench tests will skip (and fail under CI=true)"; }
 
 test: setup tools
 	$(PY) -m pytest
@@ -41,10 +41,10 @@ deploy-check: setup
 variants: setup
 	$(VENV)/bin/servekit variants
 
-# Pipeline + ensemble, in-process .mar vs workflow .war: same answers, accuracy, wrk side by side
-# -> reports/composition.{md,json}
+# Pipeline + ensemble, in-process .mar vs workflow .war: same answers, accuracy, wrk side by side.
+# Prints its tables; COMPOSITION_ARGS="--reports-dir reports" rewrites reports/composition.{md,json}.
 composition: setup tools
-	$(VENV)/bin/servekit composition --bench 6
+	$(VENV)/bin/servekit composition --bench 6 $(COMPOSITION_ARGS)
 
 # Served throughput/latency: ours vs plain vs no-op vs in-process -> reports/bench.{md,json,png}
 bench: setup tools

@@ -7,6 +7,7 @@
 #
 # What a directory holds decides what is built (re-running overwrites: idempotent):
 #   model-config.yaml + model.pt / model.onnx  -> <dir>_ts.mar / <dir>_onnx.mar
+#                                                 (only if validation.json vouches for exactly these files)
 #   model-config.yaml + members/*.onnx         -> <dir>.mar   (composition run in one worker)
 #   workflow.yaml + composition.yaml           -> <dir>.war   (composition as a TorchServe workflow;
 #                                                 the member .mar files it names must be in the store)
@@ -59,6 +60,33 @@ archive_one() {  # model_dir artifact archive_name
   echo "archived $model_store/$name.mar ($(du -h "$model_store/$name.mar" | cut -f1))"
 }
 
+verify_voucher() {  # model_dir: validation.json must vouch (sha256) for exactly the artifacts in it
+  "$python" - "$1" <<'PY' || exit 1
+import hashlib, json, sys
+from pathlib import Path
+
+directory = Path(sys.argv[1])
+ARTIFACTS = ("model.pt", "model.onnx", "model-config.yaml")  # servekit.build.ARTIFACT_FILES
+fix = "re-run 'servekit export' (or 'servekit variants') to rebuild and re-validate it"
+
+def refuse(why):
+    sys.exit(f"archive.sh: {directory}: {why}; {fix}")
+
+try:
+    vouched = json.loads((directory / "validation.json").read_text())["artifacts"]
+except FileNotFoundError:
+    refuse("validation.json is missing, so nothing vouches for its artifacts")
+except (ValueError, KeyError, TypeError):
+    refuse("validation.json holds no 'artifacts' hashes (written by an older servekit, or damaged)")
+present = {name for name in ARTIFACTS if (directory / name).exists()}
+if present != set(vouched):
+    refuse(f"validation.json vouches for {sorted(vouched)} but the folder holds {sorted(present)}")
+for name in sorted(present):
+    if hashlib.sha256((directory / name).read_bytes()).hexdigest() != vouched[name]:
+        refuse(f"{name} changed after validation (its sha256 is not the one validation.json vouches for)")
+PY
+}
+
 archive_composed() {  # model_dir: members/ travel as extra files; no single serialized model
   local model_dir="$1" name
   name="$(basename "$model_dir")"
@@ -107,8 +135,9 @@ for model_dir in "${model_dirs[@]}"; do
   [ -f "$model_dir/model-config.yaml" ] || die "$model_dir/model-config.yaml is missing (run 'servekit export')"
   if [ -d "$model_dir/members" ]; then archive_composed "$model_dir"; continue; fi
   base="$(basename "$model_dir")"
-  found=0
-  if [ -f "$model_dir/model.pt" ]; then archive_one "$model_dir" model.pt "${base}_ts"; found=1; fi
-  if [ -f "$model_dir/model.onnx" ]; then archive_one "$model_dir" model.onnx "${base}_onnx"; found=1; fi
-  [ "$found" -eq 1 ] || die "$model_dir has neither model.pt nor model.onnx (run 'servekit export')"
+  [ -f "$model_dir/model.pt" ] || [ -f "$model_dir/model.onnx" ] || \
+    die "$model_dir has neither model.pt nor model.onnx (run 'servekit export')"
+  verify_voucher "$model_dir"
+  if [ -f "$model_dir/model.pt" ]; then archive_one "$model_dir" model.pt "${base}_ts"; fi
+  if [ -f "$model_dir/model.onnx" ]; then archive_one "$model_dir" model.onnx "${base}_onnx"; fi
 done

@@ -14,6 +14,7 @@ from ts.metrics.metric_type_enum import MetricTypes
 
 from handlers.backends import Backend, load_backend
 from handlers.contract import HandlerConfig
+from handlers.decode import FORM_TYPE, media_type
 from handlers.open_inference import HEADER_LENGTH
 from handlers.pipeline import ClassificationPipeline, RequestInput, StageTimes
 
@@ -88,6 +89,9 @@ def emit_metrics(metrics: Any, times: StageTimes, statuses: list[int]) -> None:
 
 def request_input(row: dict, context: Any, idx: int) -> RequestInput:
     """Find the body of one request and its content type in TorchServe's batch row."""
+    request_type = context.get_request_header(idx, "Content-Type") or context.get_request_header(idx, "content-type")
+    if media_type(request_type) == FORM_TYPE:  # the frontend parsed the body as form fields: refused by decode
+        return RequestInput(None, request_type)
     name = next((key for key in BODY_KEYS if key in row), None)
     if name is None and len(row) == 1:
         name = next(iter(row))

@@ -180,6 +180,16 @@ class HandlerConfig:
         return self.threads or default_intra_op_threads(self.workers)
 
 
+def holds_bool(values: list) -> bool:
+    """A rectangular nested list (as JSON gives it) with a true/false anywhere: numpy would read it as
+    1/0 among numbers, but a boolean is not a number the model was trained on. One pass per row."""
+    if not values:
+        return False
+    if isinstance(values[0], list):
+        return any(holds_bool(row) for row in values)
+    return bool in set(map(type, values))
+
+
 def default_intra_op_threads(workers: int) -> int:
     """Threads per worker: workers x threads stays within the cores, less one for the frontend.
 

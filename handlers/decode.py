@@ -9,13 +9,19 @@ from typing import Any
 
 import numpy as np
 
-from handlers.errors import MalformedRequest, RequestError, UnsupportedMediaType
+from handlers.contract import holds_bool
+from handlers.errors import InvalidInput, MalformedRequest, RequestError, UnsupportedMediaType
 from handlers.open_inference import HEADER_LENGTH, PLAIN, V2, V2Options, decode_v2, is_v2, split_binary
 
 JSON_TYPES = ("application/json", "text/json")
 NPY_TYPES = ("application/x-npy", "application/npy", "application/octet-stream")
 NPY_MAGIC = b"\x93NUMPY"
 JSON_DATA_KEY = "data"
+# curl's default for --data. TorchServe's frontend reads such a body as form fields: the worker gets
+# none of its bytes (or fragments split at '=' and '&'), so it cannot be recognised, only refused.
+FORM_TYPE = "application/x-www-form-urlencoded"
+SNIFF_BYTES = 64  # how far into a body sniff_media_type looks past leading whitespace for JSON
+SET_CONTENT_TYPE = "set the Content-Type header to application/json, or application/x-npy (curl: --data-binary)"
 
 
 def media_type(content_type: str | None) -> str:
@@ -46,7 +52,7 @@ def decode_request(payload: Any, content_type: str | None, input_name: str,
     kind = media_type(content_type)
     # Triton's client sends v2 JSON without a content type: sniff it, as decode_payload does.
     if isinstance(payload, (bytes, bytearray, str)) and payload and (
-            kind in JSON_TYPES or (kind == "" and not _starts_like_npy(payload))):
+            kind in JSON_TYPES or (kind == "" and sniff_media_type(payload) in JSON_TYPES)):
         document = parse_json(payload)
     if is_v2(document):
         return _decoded_v2(document, input_name)
@@ -77,22 +83,39 @@ def decode_payload(payload: Any, content_type: str | None, input_name: str) -> n
     ``TS_DECODE_INPUT_REQUEST=false``).
     """
     kind = media_type(content_type)
+    if kind == FORM_TYPE:
+        raise UnsupportedMediaType(f"content type {FORM_TYPE} (curl's default for --data) makes TorchServe read "
+                                   f"the body as form fields, so none of it reaches the model; {SET_CONTENT_TYPE}")
     if payload is None or (isinstance(payload, (bytes, bytearray, str)) and len(payload) == 0):
         raise MalformedRequest("request body is empty; expected JSON {\"data\": ...} or an .npy array")
     if isinstance(payload, (dict, list)):
         return _array_from_json(payload, input_name)
-    if kind in NPY_TYPES or (kind == "" and _starts_like_npy(payload)):
+    if kind == "":
+        kind = sniff_media_type(payload) or ""
+        if not kind:
+            raise UnsupportedMediaType(f"the request has no content type and its body is neither JSON nor .npy; "
+                                       f"{SET_CONTENT_TYPE}")
+    if kind in NPY_TYPES:
         return decode_npy(bytes(payload) if isinstance(payload, bytearray) else payload)
-    if kind in JSON_TYPES or kind == "":
+    if kind in JSON_TYPES:
         return _array_from_json(parse_json(payload), input_name)
     raise UnsupportedMediaType(
         f"content type {kind!r} is not supported; send application/json or application/x-npy"
     )
 
 
-def _starts_like_npy(payload: bytes | bytearray | str) -> bool:
-    # The worker hands over str only for text/* content types, never with no content type.
-    return isinstance(payload, (bytes, bytearray)) and payload[:len(NPY_MAGIC)] == NPY_MAGIC
+def sniff_media_type(payload: Any) -> str | None:
+    """What a body without a content type is, from its own bytes: .npy (its magic), JSON (an object or
+    array) or None. The one place that guesses; a new body format adds its signature here."""
+    if isinstance(payload, (dict, list)):  # the worker parsed it already
+        return JSON_TYPES[0]
+    if isinstance(payload, str):  # the worker hands over str only for text/* types; kept for callers of our own
+        return JSON_TYPES[0] if payload[:SNIFF_BYTES].lstrip()[:1] in ("{", "[") else None
+    if not isinstance(payload, (bytes, bytearray)):
+        return None
+    if payload[:len(NPY_MAGIC)] == NPY_MAGIC:
+        return NPY_TYPES[0]
+    return JSON_TYPES[0] if bytes(payload[:SNIFF_BYTES]).lstrip()[:1] in (b"{", b"[") else None
 
 
 def parse_json(payload: bytes | bytearray | str) -> Any:
@@ -171,4 +194,6 @@ def _array_from_json(document: Any, input_name: str) -> np.ndarray:
         raise MalformedRequest(f"'{JSON_DATA_KEY}' is not a rectangular array of numbers: {err}") from None
     if array.dtype == object:
         raise MalformedRequest(f"'{JSON_DATA_KEY}' is ragged or holds non-numbers (null, objects); expected a rectangular array of numbers")
+    if array.dtype.kind != "b" and holds_bool(values):  # numpy reads [1.5, true] as [1.5, 1.0]
+        raise InvalidInput(f"input '{input_name}' holds booleans (JSON true/false); expected numbers")
     return array

@@ -15,6 +15,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from handlers.contract import holds_bool
 from handlers.encode import label_name
 from handlers.errors import AnsweredError, MalformedRequest
 
@@ -104,7 +105,7 @@ def _from_data(tensor: dict, shape: list[int], dtype: np.dtype, binary: memoryvi
         values = np.asarray(tensor["data"])
     except ValueError as err:
         raise MalformedRequest(f"v2 data is not a rectangular array of numbers: {err}") from None
-    if values.dtype.kind not in "iuf":
+    if values.dtype.kind not in "iuf" or holds_bool(tensor["data"]):  # numpy reads [1.5, true] as numbers
         raise MalformedRequest(f"v2 data must be numbers for datatype {tensor['datatype']}")
     expected = int(np.prod(shape, dtype=np.int64))
     if values.size != expected:

@@ -1,20 +1,32 @@
-"""Build one model directory: validated exports plus model-config.yaml, ready for archive.sh."""
+"""Build one model directory: validated exports plus model-config.yaml, ready for archive.sh.
+
+The directory is written atomically as far as archive.sh can tell: everything is exported, checked and
+configured in a staging folder beside it, and moved in only when every check passed. ``validation.json``
+is written last and vouches for the exact artifacts (their sha256); archive.sh refuses a directory
+whose files it does not vouch for.
+"""
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+import torch
 from torch import nn
 
-from handlers.contract import PREDICTIONS, InputContract
+from handlers.contract import PREDICTIONS, ConfigError, InputContract
 from servekit import validate
-from servekit.export import FORMATS, ExportSpec, export_and_validate
+from servekit.export import FORMATS, ONNX_FILE, TORCHSCRIPT_FILE, ExportSpec, export_and_validate
 from servekit.model_config import MODEL_CONFIG_FILE, Batching, model_config, write_model_config
 
 VALIDATION_FILE = "validation.json"
+ARTIFACTS_KEY = "artifacts"  # validation.json: file name -> sha256 of every file archive.sh packs
+ARTIFACT_FILES = (TORCHSCRIPT_FILE, ONNX_FILE, MODEL_CONFIG_FILE)
 
 
 @dataclass(frozen=True)
@@ -32,14 +44,68 @@ class ModelBuild:
 
 def build_model_dir(model: nn.Module, build: ModelBuild, heldout: np.ndarray, out_dir: Path,
                     rtol: float = validate.DEFAULT_RTOL, atol: float = validate.DEFAULT_ATOL) -> Path:
-    """Export, validate (raises ExportValidationError), write model-config.yaml and validation.json."""
+    """Export, validate (raises ExportValidationError), write model-config.yaml and validation.json.
+
+    A failed check leaves ``out_dir`` exactly as it was (a previous good export stays servable).
+    """
     spec = ExportSpec(build.contract.name, build.contract.shape)
-    results = export_and_validate(model, spec, out_dir, heldout, rtol=rtol, atol=atol, formats=build.formats)
-    for comparisons in results.values():
-        for comparison in comparisons:
-            print(f"  {comparison.describe()}")
-    write_model_config(out_dir / MODEL_CONFIG_FILE,
-                       model_config(build.contract, build.labels, build.batching, top_k=build.top_k, output=build.output))
-    report = {"rtol": rtol, "atol": atol, **{k: validate.comparisons_as_json(v) for k, v in results.items()}}
-    (out_dir / VALIDATION_FILE).write_text(json.dumps(report, indent=2) + "\n")
+    check_label_count(model, spec, build.labels)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    # Beside out_dir, so the moves below are renames on one filesystem; a dot keeps archive.sh's glob off it.
+    with tempfile.TemporaryDirectory(prefix=f".{out_dir.name}.staging-", dir=out_dir.parent) as staging_dir:
+        staging = Path(staging_dir)
+        results = export_and_validate(model, spec, staging, heldout, rtol=rtol, atol=atol, formats=build.formats)
+        for comparisons in results.values():
+            for comparison in comparisons:
+                print(f"  {comparison.describe()}")
+        write_model_config(staging / MODEL_CONFIG_FILE,
+                           model_config(build.contract, build.labels, build.batching, top_k=build.top_k,
+                                        output=build.output))
+        report = {"rtol": rtol, "atol": atol, **{k: validate.comparisons_as_json(v) for k, v in results.items()}}
+        _move_into_place(staging, out_dir, report)
     return out_dir
+
+
+def check_label_count(model: nn.Module, spec: ExportSpec, labels: Sequence[str]) -> None:
+    """One label per class the model answers, or none at all (then classes are named by index)."""
+    if not labels:
+        return
+    model.eval()
+    with torch.inference_mode():
+        output = model(spec.example(1))
+    classes = int(output.shape[-1])
+    if len(labels) != classes:
+        raise ConfigError(f"{len(labels)} labels given ({', '.join(labels)}) but the model answers {classes} "
+                          f"classes (output shape {list(output.shape)}); give one label per class")
+
+
+def _move_into_place(staging: Path, out_dir: Path, report: dict) -> None:
+    out_dir.mkdir(exist_ok=True)
+    # No voucher while the artifacts change: if this is interrupted, archive.sh refuses the directory.
+    (out_dir / VALIDATION_FILE).unlink(missing_ok=True)
+    for name in ARTIFACT_FILES:
+        if (staging / name).exists():
+            os.replace(staging / name, out_dir / name)
+        else:  # a format not built this time must not be archived beside the new ones
+            (out_dir / name).unlink(missing_ok=True)
+    seal(out_dir, report)
+
+
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def seal(directory: Path, report: dict | None = None) -> Path:
+    """Write validation.json: the checks' ``report`` (or the one already there) and the sha256 of every
+    artifact now in ``directory``, which is what archive.sh compares before packing anything."""
+    path = directory / VALIDATION_FILE
+    if report is None:
+        report = json.loads(path.read_text()) if path.exists() else {}
+    hashes = {name: file_sha256(directory / name) for name in ARTIFACT_FILES if (directory / name).exists()}
+    path.write_text(json.dumps({**report, ARTIFACTS_KEY: hashes}, indent=2) + "\n")
+    return path

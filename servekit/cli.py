@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
 import sys
 from typing import TYPE_CHECKING
 from pathlib import Path
@@ -10,15 +12,37 @@ from handlers.contract import ConfigError, InputContract
 from servekit.gpu_report import add_arguments as add_gpu_report_arguments
 from servekit.model_config import Batching
 from servekit.optimize.prune import DEFAULT_AMOUNT as DEFAULT_PRUNE_AMOUNT
+from servekit.torchserve import UnsafeModelStore
 from servekit.user_model import UserModelError
 from servekit.variants import Gates
 from servekit.validate import DEFAULT_ATOL, DEFAULT_RTOL, ExportValidationError
 
 DEFAULT_BUILD_DIR = Path("build")
+TRACEBACK_ENV = "SERVEKIT_TRACEBACK"
+# What a user can fix from the message alone: a bad model or file, a failed check, an unsafe store, a
+# build step (archive.sh) that said why on its own stderr.
+USER_ERRORS = (ExportValidationError, UserModelError, ConfigError, UnsafeModelStore, OSError,
+               subprocess.CalledProcessError)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments and run one subcommand; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except USER_ERRORS as err:
+        print(f"error: {one_line(err)}", file=sys.stderr)
+        return 2
+    except Exception as err:  # not the user's fault: say so in one line; the traceback on request
+        if os.environ.get(TRACEBACK_ENV):
+            raise
+        print(f"error: unexpected {type(err).__name__}: {one_line(err)} (set {TRACEBACK_ENV}=1 for the traceback)",
+              file=sys.stderr)
+        return 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Every subcommand and its options."""
     parser = argparse.ArgumentParser(prog="servekit", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -55,8 +79,11 @@ def main(argv: list[str] | None = None) -> int:
                                       "serve, compare, accuracy -> reports/composition.md")
     composition.add_argument("--build-dir", type=Path, default=DEFAULT_BUILD_DIR)
     composition.add_argument("--model-store", type=Path, default=Path("model_store"))
-    composition.add_argument("--reports-dir", type=Path, default=Path("reports"))
+    composition.add_argument("--reports-dir", type=Path, default=None,
+                             help="write composition.{md,json} here (reports: the tracked ones); default: print only")
     composition.add_argument("--concurrency", type=int, default=16)
+    composition.add_argument("--runs", type=int, default=1,
+                             help="send the held-out images this many times each way (workflow losses vary by run)")
     composition.add_argument("--bench", type=float, default=0.0, metavar="SECONDS",
                              help="also measure workflow vs in-process with wrk for SECONDS per concurrency")
     _add_batching_arguments(composition)
@@ -113,13 +140,12 @@ def main(argv: list[str] | None = None) -> int:
     gpu = commands.add_parser("gpu-report", help="every variant in-process on GPU vs this machine's CPU -> reports/gpu.md")
     add_gpu_report_arguments(gpu)
     gpu.set_defaults(run=_gpu_report)
+    return parser
 
-    args = parser.parse_args(argv)
-    try:
-        return args.run(args)
-    except (ExportValidationError, UserModelError, ConfigError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+
+def one_line(err: BaseException) -> str:
+    """An error's message on one line: a multi-line report (export validation) joined with '; '."""
+    return "; ".join(line.strip() for line in str(err).splitlines() if line.strip()) or type(err).__name__
 
 
 def _add_batching_arguments(parser: argparse.ArgumentParser) -> None:
@@ -160,7 +186,10 @@ def _export(args: argparse.Namespace) -> int:
         if not args.input_shape or not args.name:
             print("error: --factory needs --name and --input-shape", file=sys.stderr)
             return 2
-        shape = tuple(int(d) for d in args.input_shape.split(","))
+        try:
+            shape = tuple(int(d) for d in args.input_shape.split(","))
+        except ValueError:
+            raise UserModelError(f"--input-shape must be comma-separated integers like 3,32,32; got {args.input_shape!r}") from None
         contract = InputContract(args.input_name, shape, "float32", args.min_value, args.max_value)
         model = load_user_model(args.factory, args.weights)
         labels = tuple(args.labels.split(",")) if args.labels else ()
@@ -182,7 +211,7 @@ def _composition(args: argparse.Namespace) -> int:
     from servekit.composition_run import run_composition
 
     return run_composition(args.build_dir, args.model_store, args.reports_dir, _batching(args), args.concurrency,
-                           bench_seconds=args.bench)
+                           bench_seconds=args.bench, runs=args.runs)
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -241,7 +270,7 @@ def _user_variant_inputs(args: argparse.Namespace) -> VariantInputs:
 
     from servekit.export import ExportSpec
     from servekit.model_config import MODEL_CONFIG_FILE
-    from servekit.user_model import load_user_model
+    from servekit.user_model import load_npy, load_user_model
     from servekit.variants import VariantInputs
 
     missing = [flag for flag, value in (("--name", args.name), ("--heldout", args.heldout),
@@ -252,7 +281,7 @@ def _user_variant_inputs(args: argparse.Namespace) -> VariantInputs:
     if not (base_dir / MODEL_CONFIG_FILE).exists():
         raise UserModelError(f"{base_dir / MODEL_CONFIG_FILE} is missing: run 'servekit export --factory ... --name {args.name}' first")
     contract = InputContract.from_dict(yaml.safe_load((base_dir / MODEL_CONFIG_FILE).read_text())["handler"]["input"])
-    load = lambda path: np.load(path, allow_pickle=False)  # noqa: E731
+    load = load_npy
     x_test, y_test = load(args.heldout).astype(np.float32), load(args.heldout_labels).astype(np.int64)
     x_cal = load(args.calibration).astype(np.float32) if args.calibration else x_test
     y_cal = load(args.calibration_labels).astype(np.int64) if args.calibration_labels else None

@@ -200,7 +200,8 @@ RETRYABLE_STATUSES = (500, 502, 503, 504, 507)
 
 
 def predict_with_retries(client: TorchServeClient, model: str, body: bytes, content_type: str,
-                         attempts: int = 8, backoff_s: float = 0.25) -> tuple[requests.Response, int]:
+                         attempts: int = 8, backoff_s: float = 0.25,
+                         endpoint: str = PREDICTIONS) -> tuple[requests.Response, int]:
     """POST an inference (idempotent) and retry on connection errors and 5xx with growing backoff.
 
     Returns the final response and how many failures were retried. A 4xx is final: it is the
@@ -209,7 +210,7 @@ def predict_with_retries(client: TorchServeClient, model: str, body: bytes, cont
     failures = 0
     for attempt in range(attempts):
         try:
-            response = client.predict_raw(model, body, content_type)
+            response = client.predict_raw(model, body, content_type, endpoint)
             if response.status_code not in RETRYABLE_STATUSES:
                 return response, failures
         except (requests.ConnectionError, requests.Timeout):
@@ -218,5 +219,5 @@ def predict_with_retries(client: TorchServeClient, model: str, body: bytes, cont
         if attempt + 1 < attempts:
             time.sleep(backoff_s * (2 ** attempt))
     if response is None:
-        raise TorchServeError(0, f"no answer after {attempts} attempts", f"{client.inference_url}/predictions/{model}")
+        raise TorchServeError(0, f"no answer after {attempts} attempts", f"{client.inference_url}/{endpoint}/{model}")
     return response, failures

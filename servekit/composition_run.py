@@ -97,8 +97,8 @@ def serve_and_compare(client: TorchServeClient, composition: Composition, way: s
 
 
 def run_composition(build_dir: Path, model_store: Path, reports_dir: Path | None, batching: Batching,
-                    concurrency: int = 16, bench_seconds: float = 0.0, bench_concurrencies: tuple[int, ...] = (1, 16, 64)
-                    ) -> int:
+                    concurrency: int = 16, bench_seconds: float = 0.0, bench_concurrencies: tuple[int, ...] = (1, 16, 64),
+                    runs: int = 1) -> int:
     """Build, archive, serve both ways, compare, report; exit status 1 when served answers differ."""
     split = load_digits_split()
     raw, labels = raw_images(split.x_test), split.y_test
@@ -120,9 +120,10 @@ def run_composition(build_dir: Path, model_store: Path, reports_dir: Path | None
             client.register_workflow(f"{composition.workflow_name}.war")
             print(f"  registered {composition.name} (.mar) and {composition.workflow_name} (.war) "
                   f"in {time.perf_counter() - started:.1f}s")
-            for way in ("in-process", "workflow"):
-                served.append(serve_and_compare(client, composition, way, raw, labels, expected[composition.name],
-                                                concurrency))
+            for _ in range(runs):
+                for way in ("in-process", "workflow"):
+                    served.append(serve_and_compare(client, composition, way, raw, labels,
+                                                    expected[composition.name], concurrency))
         if bench_seconds > 0:
             bench_lines = bench_both_ways(client, sample, list(bench_concurrencies), bench_seconds)
     print_tables(table, served)

@@ -57,6 +57,24 @@ def render_config(template: str, ports: Ports) -> str:
     return template
 
 
+class UnsafeModelStore(RuntimeError):
+    """The model store holds an entry that leads outside it; TorchServe would load it."""
+
+
+def check_model_store(model_store: Path) -> None:
+    """Refuse a store whose entries lead outside it (a symlink to another folder, or to a file there).
+
+    TorchServe 0.12 resolves ``url=NAME.mar`` to ``<store>/NAME.mar`` and follows symlinks; nothing in
+    its configuration refuses one, so we check before it starts (SECURITY.md says what remains).
+    """
+    store = Path(model_store).resolve()
+    for entry in sorted(Path(model_store).iterdir()):
+        target = entry.resolve()
+        if entry.is_symlink() and not target.is_relative_to(store):
+            raise UnsafeModelStore(f"{entry} points outside the model store (to {target}); TorchServe would "
+                                   "load it. Copy the archive into the store instead of linking it")
+
+
 class TorchServe:
     """A TorchServe process we own: started in the foreground of its own process group."""
 
@@ -84,6 +102,7 @@ class TorchServe:
 
     def start(self, timeout_s: float = START_TIMEOUT_S) -> TorchServeClient:
         """Start, wait for /ping to be Healthy, read the token file; return a ready client."""
+        check_model_store(self.model_store)
         self.workdir.mkdir(parents=True, exist_ok=True)
         (self.workdir / "tmp").mkdir(exist_ok=True)
         # The pid file lives in our private TMPDIR: a leftover one only blocks the start.

@@ -37,8 +37,10 @@ class Comparison:
 class ExportValidationError(RuntimeError):
     """An export does not reproduce the model; carries every failing comparison."""
 
-    def __init__(self, failures: Sequence[Comparison], rtol: float, atol: float) -> None:
+    def __init__(self, failures: Sequence[Comparison], rtol: float, atol: float,
+                 comparisons: Sequence[Comparison] = ()) -> None:
         self.failures = list(failures)
+        self.comparisons = list(comparisons) or self.failures  # every batch size, passed or not
         lines = "\n  ".join(f.describe() for f in failures)
         super().__init__(f"export validation failed (rtol={rtol:g}, atol={atol:g}):\n  {lines}")
 
@@ -98,7 +100,7 @@ def validate_artifact(model: nn.Module, artifact: str, runner: Callable[[np.ndar
         results.append(compare(artifact, batch_size, expected, np.asarray(runner(batch)), rtol, atol))
     failures = [r for r in results if not r.passed]
     if failures:
-        raise ExportValidationError(failures, rtol, atol)
+        raise ExportValidationError(failures, rtol, atol, results)
     return results
 
 

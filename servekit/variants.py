@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from servekit import validate
+from servekit.build import seal
 from servekit.export import ONNX_FILE, TORCHSCRIPT_FILE, ExportSpec, export_onnx, export_torchscript
 from servekit.model_config import MODEL_CONFIG_FILE
 from servekit.optimize import prune, quantize
@@ -145,7 +146,7 @@ def _check_outputs(result: VariantResult, reference: nn.Module, heldout: np.ndar
         result.output_check = validate.validate_artifact(reference, result.variant, runner_for(result.path), heldout,
                                                          rtol=result.rtol, atol=result.atol)
     except validate.ExportValidationError as err:
-        result.output_check = err.failures
+        result.output_check = err.comparisons
         result.reason = f"outputs differ from {result.reference} beyond rtol={result.rtol:g}, atol={result.atol:g}"
 
 
@@ -174,7 +175,14 @@ def judge(results: list[VariantResult], fp32: nn.Module, x_test: np.ndarray, y_t
 
 
 def prune_empty_family_dirs(results: list[VariantResult]) -> None:
-    """A family whose every variant failed leaves no directory for archive.sh to trip on."""
+    """A family whose every variant failed leaves no directory for archive.sh to trip on; the others get a
+    validation.json that vouches for the variants that passed (archive.sh packs nothing else)."""
     for directory in {r.path.parent for r in results if r.family != "fp32"}:
         if not any(directory.glob("model.*")):
             shutil.rmtree(directory)
+            continue
+        passed = [r for r in results if r.path.parent == directory and r.passed]
+        seal(directory, {"variants": {r.variant: {"reference": r.reference, "rtol": r.rtol, "atol": r.atol,
+                                                  "accuracy": r.accuracy, "agreement": r.agreement,
+                                                  "checks": validate.comparisons_as_json(r.output_check)}
+                                      for r in passed}})

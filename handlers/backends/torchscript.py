@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -31,9 +32,6 @@ class TorchScriptBackend:
             # drift past that. An FP16 variant is the gated way to trade precision for speed.
             torch.backends.cudnn.allow_tf32 = False
             torch.backends.cuda.matmul.allow_tf32 = False
-        else:
-            # Process-wide, but a TorchServe worker process serves exactly one model.
-            torch.set_num_threads(threads)
         self.threads = threads
         self.module = module.to(self.device)
         self.input_dtype = module_dtype(self.module)
@@ -49,7 +47,7 @@ class TorchScriptBackend:
             output = self._replay(batch)
         else:
             tensor = self._to_device(batch)
-            with torch.inference_mode():
+            with torch.inference_mode(), intra_op_threads(None if self.device.type == "cuda" else self.threads):
                 output = self.module(tensor)
         if self.device.type == "cuda":
             self.copies += 2
@@ -108,3 +106,22 @@ def module_dtype(module: torch.nn.Module) -> torch.dtype:
         if param.dtype.is_floating_point:
             return param.dtype
     return torch.float32
+
+
+@contextmanager
+def intra_op_threads(count: int | None) -> Iterator[None]:
+    """Run the block with ``count`` torch intra-op threads, then give the caller back its own count.
+
+    ``torch.set_num_threads`` is process-wide. Set once at load, it leaked into whatever the process
+    did next (in-process tools, tests that train afterwards and got a different model). Per batch it
+    costs about a microsecond, and nothing when the count already matches. ``None`` leaves it alone.
+    """
+    previous = torch.get_num_threads()
+    if count is None or count == previous:
+        yield
+        return
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)

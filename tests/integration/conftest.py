@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from servekit.torchserve import TorchServe, torchserve_available
-from support.serving import ARCHIVE_SUFFIXES, BATCH_SIZE, MAX_BATCH_DELAY_MS, LiveServer, run_archive_sh
+from support.serving import ARCHIVE_SUFFIXES, BATCH_SIZE, MAX_BATCH_DELAY_MS, LiveServer, require, run_archive_sh
 
 
 @pytest.fixture(scope="session")
@@ -19,8 +19,7 @@ def model_store(tmp_path_factory: pytest.TempPathFactory, built_models) -> Path:
 
 @pytest.fixture(scope="session")
 def live(tmp_path_factory: pytest.TempPathFactory, model_store: Path, built_models) -> LiveServer:
-    if not torchserve_available():
-        pytest.skip("TorchServe needs Java 17 and the torchserve launcher")
+    require(torchserve_available(), "Java 17 or the torchserve launcher (TorchServe needs both)")
     server = TorchServe(model_store, tmp_path_factory.mktemp("torchserve"))
     client = server.start()
     try:

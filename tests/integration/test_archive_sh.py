@@ -44,3 +44,38 @@ def test_missing_artifact_fails_with_a_clear_message(tmp_path: Path, built_model
     assert "has neither model.pt nor model.onnx" in result.stderr
     result = run_archive_sh(tmp_path / "store", tmp_path / "nowhere")
     assert result.returncode != 0 and "does not exist" in result.stderr
+
+
+def _copy_export(built_models, tmp_path: Path) -> Path:
+    model_dir = tmp_path / "mine"
+    shutil.copytree(built_models["digits_mlp"].directory, model_dir)
+    return model_dir
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ("tamper", "model.onnx changed after validation"),
+    ("stale", "validation.json vouches for ['model-config.yaml', 'model.onnx'] but the folder holds"),
+    ("no voucher", "validation.json is missing"),
+    ("old voucher", "validation.json holds no 'artifacts' hashes"),
+])
+def test_a_folder_whose_artifacts_validation_does_not_vouch_for_is_refused(tmp_path: Path, built_models,
+                                                                          change: str, message: str) -> None:
+    model_dir = _copy_export(built_models, tmp_path)
+    voucher = model_dir / "validation.json"
+    if change == "tamper":
+        with open(model_dir / "model.onnx", "ab") as onnx_file:
+            onnx_file.write(b"\0")
+    elif change == "stale":  # validation vouches for an ONNX-only export; an older model.pt is still there
+        document = json.loads(voucher.read_text())
+        del document["artifacts"]["model.pt"]
+        voucher.write_text(json.dumps(document))
+    elif change == "no voucher":
+        voucher.unlink()
+    else:
+        document = json.loads(voucher.read_text())
+        del document["artifacts"]
+        voucher.write_text(json.dumps(document))
+    result = run_archive_sh(tmp_path / "store", model_dir)
+    assert result.returncode != 0
+    assert message in result.stderr and "re-run 'servekit export'" in result.stderr
+    assert not (tmp_path / "store").exists() or not list((tmp_path / "store").iterdir())

@@ -11,10 +11,15 @@ from servekit.bench.main import run_benchmark
 from servekit.bench.run import Setting
 from servekit.bench.sweep import run_sweep
 from servekit.torchserve import torchserve_available
+from support.serving import require
 
-pytestmark = [pytest.mark.integration,
-              pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk not installed (make tools installs it)"),
-              pytest.mark.skipif(not torchserve_available(), reason="TorchServe needs Java 17")]
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(autouse=True)
+def _live_tools() -> None:
+    require(shutil.which("wrk") is not None, "wrk (make tools installs it)")
+    require(torchserve_available(), "Java 17 or the torchserve launcher (TorchServe needs both)")
 
 
 def test_bench_measures_every_target_and_writes_reports(tmp_path: Path) -> None:

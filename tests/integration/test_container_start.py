@@ -4,9 +4,11 @@ through the official Triton client, metrics scraped, nothing written outside TMP
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +17,7 @@ import requests
 
 from servekit.torchserve import REPO_ROOT, TorchServe, render_config, torchserve_available
 from support.models import eager_predictions
+from support.serving import require
 
 pytestmark = pytest.mark.integration
 
@@ -39,18 +42,21 @@ def _tree(root: Path) -> dict[str, tuple[int, int]]:
     return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(root.rglob("*"))}
 
 
-@pytest.fixture(scope="module")
-def container(tmp_path_factory: pytest.TempPathFactory, model_store: Path):
-    if not torchserve_available():
-        pytest.skip("TorchServe needs Java 17 and the torchserve launcher")
-    home = tmp_path_factory.mktemp("image")
+def start_container(home: Path, model_store: Path) -> tuple[ContainerServe, object, dict]:
+    """An image-like home holding SERVED, started by the image's command; the store's files before start."""
+    require(torchserve_available(), "Java 17 or the torchserve launcher (TorchServe needs both)")
     (home / "model_store").mkdir()
     (home / "user").mkdir()
     for name in SERVED:
         shutil.copy(model_store / f"{name}.mar", home / "model_store")
     server = ContainerServe(home)
     image_files = _tree(home / "model_store")
-    client = server.start()
+    return server, server.start(), image_files
+
+
+@pytest.fixture(scope="module")
+def container(tmp_path_factory: pytest.TempPathFactory, model_store: Path):
+    server, client, image_files = start_container(tmp_path_factory.mktemp("image"), model_store)
     try:
         yield server, client, image_files
     finally:
@@ -94,18 +100,29 @@ def test_the_triton_client_speaks_v2_to_the_pod(container, built_models, archive
     assert rejected.value.status() == "400"
 
 
-def test_prometheus_scrapes_handler_metrics_from_the_pod(container) -> None:
+def test_prometheus_scrapes_handler_metrics_from_the_pod(container, built_models) -> None:
     _, client, _ = container
-    text = requests.get(f"{client.metrics_url}/metrics", timeout=10).text
-    assert "HandlerInferMs{" in text and 'ts_inference_requests_total{' in text
+    built = built_models["digits_mlp"]
+    client.predict_json("digits_mlp_onnx", built.x_test[:2].tolist())  # this test's own traffic
+    handler_metric = re.compile(r'^HandlerInferMs{.*ModelName="digits_mlp_onnx"', re.M)
+    deadline, text = time.monotonic() + 15, ""
+    while time.monotonic() < deadline and not handler_metric.search(text):  # the frontend relays them from the log
+        text = requests.get(f"{client.metrics_url}/metrics", timeout=10).text
+        time.sleep(0.2)
+    assert handler_metric.search(text) and 'ts_inference_requests_total{' in text
 
 
-def test_nothing_is_written_outside_tmpdir_and_sigterm_stops_it(container) -> None:
-    server, _, image_files = container
-    assert _tree(server.model_store) == image_files
-    assert not list((server.model_store.parent / "user").iterdir()), "something wrote into HOME"
-    written = {p.relative_to(server.workdir).parts[0] for p in server.workdir.rglob("*")}
-    assert written <= {"config.properties", "torchserve.out", "tmp"}, written  # config and output are the test's own
-    assert list((server.workdir / "tmp" / "logs").glob("ts_log.log"))
-    server.stop()
+def test_nothing_is_written_outside_tmpdir_and_sigterm_stops_it(tmp_path: Path, model_store: Path, built_models) -> None:
+    """Its own server: stopping the module's shared one would break whichever test ran after it."""
+    server, client, image_files = start_container(tmp_path, model_store)
+    try:
+        built = built_models["digits_cnn"]
+        assert client.predict_npy("digits_cnn_ts", built.x_test[0])["predictions"]
+        assert _tree(server.model_store) == image_files
+        assert not list((server.model_store.parent / "user").iterdir()), "something wrote into HOME"
+        written = {p.relative_to(server.workdir).parts[0] for p in server.workdir.rglob("*")}
+        assert written <= {"config.properties", "torchserve.out", "tmp"}, written  # config and output are the test's own
+        assert list((server.workdir / "tmp" / "logs").glob("ts_log.log"))
+    finally:
+        server.stop()
     assert server.process.returncode != -signal.SIGKILL, "TorchServe ignored SIGTERM and had to be killed"

@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -102,6 +105,60 @@ def test_archives_outside_the_model_store_are_refused(live: LiveServer, url: str
     assert err.value.status == 404
 
 
+@pytest.fixture
+def foreign_store(tmp_path: Path, live: LiveServer) -> Path:
+    """Another folder named model_store, holding real archives that are not in ours."""
+    foreign = tmp_path / "somewhere" / "model_store"
+    foreign.mkdir(parents=True)
+    shutil.copy(live.server.model_store / "digits_mlp_onnx.mar", foreign / "evil.mar")
+    shutil.copy(live.server.model_store / "digits_mlp_onnx.mar", foreign / "digits_mlp_onnx.mar")
+    return foreign
+
+
+# Each way of naming an archive outside the store, and what TorchServe 0.12 answers with our allowed_urls.
+OUTSIDE_FORMS = {
+    "file URL to another model_store": ("file://{foreign}/evil.mar", 404, "does not match any allowed URL"),
+    "FILE URL, other case": ("FILE://{foreign}/evil.mar", 404, "does not match any allowed URL"),
+    "file URL with a host": ("file://localhost{foreign}/evil.mar", 404, "does not match any allowed URL"),
+    "file URL of our own store": ("file://{store}/digits_mlp_onnx.mar", 404, "does not match any allowed URL"),
+    "absolute path": ("{foreign}/evil.mar", 400, "Failed to download archive"),
+    "absolute path, a name our store holds": ("{foreign}/digits_mlp_onnx.mar", 500, "already exists"),
+    "traversal": ("../{foreign_from_store}/evil.mar", 404, "Relative path is not allowed"),
+    "traversal in a file URL": ("file://{store}/../{foreign_from_store}/evil.mar", 404, "Relative path is not allowed"),
+}
+
+
+@pytest.mark.parametrize("form", OUTSIDE_FORMS)
+def test_registration_from_outside_the_store_is_refused_in_every_form(live: LiveServer, foreign_store: Path,
+                                                                      form: str) -> None:
+    template, status, message = OUTSIDE_FORMS[form]
+    store = live.server.model_store
+    url = template.format(foreign=foreign_store, store=store,
+                          foreign_from_store=os.path.relpath(foreign_store, store))
+    before_models, before_files = set(live.client.list_models()), sorted(p.name for p in store.iterdir())
+    try:
+        with pytest.raises(TorchServeError, match=message) as err:
+            live.client.register(url, model_name="outside", batch_size=1, max_batch_delay_ms=1)
+    finally:
+        if "outside" in live.client.list_models():  # registered after all: don't leave it to later tests
+            live.client.unregister("outside")
+    assert err.value.status == status
+    assert set(live.client.list_models()) == before_models
+    assert sorted(p.name for p in store.iterdir()) == before_files  # nothing copied in
+
+
+def test_a_link_added_to_the_store_after_start_is_loaded_the_documented_gap(live: LiveServer, foreign_store: Path) -> None:
+    """TorchServe follows symlinks in its store and no setting refuses them (SECURITY.md): the launcher
+    refuses such a store at start, and after start only write access to the store stands in the way."""
+    link = live.server.model_store / "linked_from_outside.mar"
+    os.symlink(foreign_store / "evil.mar", link)
+    try:
+        live.client.register(link.name, model_name="linked_from_outside", batch_size=1, max_batch_delay_ms=1)
+        live.client.unregister("linked_from_outside")
+    finally:
+        link.unlink()
+
+
 def test_describe_scale_unregister_round_trip(live: LiveServer) -> None:
     client = live.client
     client.register("digits_mlp_ts.mar", model_name="scratch", batch_size=4, max_batch_delay_ms=1)
@@ -118,3 +175,24 @@ def test_describe_scale_unregister_round_trip(live: LiveServer) -> None:
 def test_unknown_model_is_404(live: LiveServer) -> None:
     response = live.client.predict_raw("no_such_model", b"{}", "application/json")
     assert response.status_code == 404
+
+
+@pytest.mark.parametrize("form", ["json", "npy"])
+def test_bodies_are_recognised_without_a_content_type_and_form_bodies_are_refused(live: LiveServer, form: str) -> None:
+    """Without a content type a body is read by its bytes; with curl's default for --data
+    (application/x-www-form-urlencoded, which TorchServe parses as form fields) it is a 415 naming the header."""
+    instance = np.linspace(0, 1, 64, dtype=np.float32)
+    body = json.dumps({"data": instance.tolist()}).encode() if form == "json" else npy_bytes(instance)
+    plain = live.client.predict_raw("digits_mlp_onnx", body, None)
+    assert plain.status_code == 200, plain.text
+    assert plain.json() == live.client.predict_raw("digits_mlp_onnx", body, "application/json" if form == "json"
+                                                   else NPY_CONTENT_TYPE).json()
+    refused = live.client.predict_raw("digits_mlp_onnx", body, "application/x-www-form-urlencoded")
+    if form == "npy" and refused.status_code == 500:
+        # TorchServe's frontend cannot form-decode most binary bodies and answers before any handler runs.
+        assert refused.json()["type"] == "ErrorDataDecoderException", refused.text
+    else:
+        assert refused.status_code == 415, refused.text
+        assert "set the Content-Type header to application/json" in refused.json()["error"]["message"]
+    garbage = live.client.predict_raw("digits_mlp_onnx", b"GIF89a", None)
+    assert garbage.status_code == 415 and "has no content type" in garbage.json()["error"]["message"]

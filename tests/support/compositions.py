@@ -11,6 +11,7 @@ from handlers.contract import PROBABILITIES
 from servekit.composition import MEMBER_CONTRACT, Composition, build_composed, build_workflow, member_dir
 from servekit.data import LABELS
 from servekit.export import ONNX_FILE, ExportSpec, export_onnx
+from servekit.build import seal
 from servekit.model_config import MODEL_CONFIG_FILE, Batching, model_config, write_model_config
 
 TEST_TIMEOUT_MS = 200
@@ -49,6 +50,7 @@ def build_faulty_members(build_dir: Path, batching: Batching) -> list[Path]:
         out.mkdir(parents=True, exist_ok=True)
         export_onnx(model.eval(), ExportSpec(MEMBER_CONTRACT.name, MEMBER_CONTRACT.shape), out / ONNX_FILE)
         write_model_config(out / MODEL_CONFIG_FILE, model_config(MEMBER_CONTRACT, LABELS, batching, output=PROBABILITIES))
+        seal(out, {"note": "a deliberately faulty test member: vouched for, never validated"})
         dirs.append(out)
     return dirs
 

@@ -35,8 +35,9 @@ def worker_batch(bodies: list[tuple], decode_json: bool = True) -> list[dict]:
                 value = json.loads(body.decode("utf-8"))
             except Exception:  # the worker forwards the raw bytes, exactly like this
                 value = body
-        batch.append({"requestId": f"req-{idx}".encode(), "parameters": [
-            {"name": "body", "contentType": content_type, "value": value}],
+        # A body of None: none reached the worker (the frontend reads a form-encoded body as form fields).
+        parameters = [] if body is None else [{"name": "body", "contentType": content_type, "value": value}]
+        batch.append({"requestId": f"req-{idx}".encode(), "parameters": parameters,
             "headers": [{"name": k.encode(), "value": v.encode()} for k, v in (headers[0] if headers else {}).items()]})
     return batch
 

@@ -115,3 +115,15 @@ def test_open_inference_protocol_round_trip_in_a_mixed_batch(mlp_handler) -> Non
     assert answers[1][1]["predictions"][0]["class"] == eager_predictions(built.model, x[3:4])[0]
     # Open Inference Protocol errors are {"error": "<message>"}: its clients read a string there.
     assert answers[2][1] == {"error": "v2 input is named 'wrong'; this model's input is 'pixels'"}
+
+
+def test_a_form_encoded_request_gets_415_naming_the_header_and_its_batch_mates_200(mlp_handler) -> None:
+    """What TorchServe hands the worker for curl's default --data type: no body, only the request's header."""
+    handler, context, built = mlp_handler
+    form = (None, None, {"Content-Type": "application/x-www-form-urlencoded"})
+    no_type = (json.dumps({"data": built.x_test[1].tolist()}).encode(), None)
+    answers = run_handler(handler, context, [json_body(built.x_test[0]), form, no_type, (npy(built.x_test[2]), None)])
+    assert [status for status, _ in answers] == [200, 415, 200, 200]
+    assert "set the Content-Type header to application/json" in answers[1][1]["error"]["message"]
+    served = [answers[i][1]["predictions"][0]["class"] for i in (0, 2, 3)]
+    assert served == eager_predictions(built.model, built.x_test[[0, 1, 2]]).tolist()

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -83,3 +84,78 @@ def test_user_model_variants_need_labelled_heldout(tmp_path: Path, capsys: pytes
     assert main(["variants", "--factory", "support.user_models:tiny_classifier", "--name", "mine",
                  "--build-dir", str(tmp_path)]) == 2
     assert "need --heldout, --heldout-labels" in capsys.readouterr().err
+
+
+def _stderr_is_one_error_line(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in err, err
+    return lines[0]
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    (["--labels", "cat,dog"], "2 labels given (cat, dog) but the model answers 3 classes"),
+    (["--heldout", "{few}"], "holds 10 held-out inputs; validation needs at least 64"),
+    (["--heldout", "{missing}"], "does not exist"),
+    (["--weights", "{wrong_weights}"], "is not a state_dict of"),
+    (["--input-shape", "four"], "--input-shape must be comma-separated integers"),
+])
+def test_every_export_error_is_one_line_and_writes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                           extra: list[str], message: str) -> None:
+    np.save(tmp_path / "few.npy", np.random.default_rng(0).uniform(0, 1, size=(10, 4)).astype(np.float32))
+    torch.save(torch.nn.Linear(2, 2).state_dict(), tmp_path / "wrong.pt")
+    paths = {"few": tmp_path / "few.npy", "missing": tmp_path / "missing.npy", "wrong_weights": tmp_path / "wrong.pt"}
+    args = ["export", "--factory", "support.user_models:tiny_classifier", "--name", "mine", "--input-shape", "4",
+            "--build-dir", str(tmp_path / "build")]
+    status = main(args + [a.format(**paths) for a in extra])
+    assert status == 2
+    assert message in _stderr_is_one_error_line(capsys.readouterr().err)
+    assert not (tmp_path / "build").exists()
+
+
+def test_a_failed_validation_is_one_line_too(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    status = main(["export", "--factory", "support.user_models:branchy", "--name", "bad",
+                   "--input-shape", "4", "--min", "0.1", "--max", "1", "--build-dir", str(tmp_path)])
+    assert status == 2
+    line = _stderr_is_one_error_line(capsys.readouterr().err)
+    assert "export validation failed" in line and "batch   1" in line
+
+
+def test_an_unexpected_error_is_one_line_with_a_way_to_the_traceback(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SERVEKIT_TRACEBACK", raising=False)
+    # A factory that raises: the user's own code failing, which servekit cannot explain any better.
+    (tmp_path / "exploding.py").write_text("def build():\n    raise ZeroDivisionError('inside the factory')\n")
+    monkeypatch.chdir(tmp_path)
+    status = main(["export", "--factory", "exploding:build", "--name", "x", "--input-shape", "4"])
+    assert status == 1
+    line = _stderr_is_one_error_line(capsys.readouterr().err)
+    assert "unexpected ZeroDivisionError: inside the factory" in line and "SERVEKIT_TRACEBACK=1" in line
+
+
+def test_factory_is_imported_from_the_current_folder_like_python_m(tmp_path: Path) -> None:
+    """The console script, run from the folder that holds the user's package, without PYTHONPATH."""
+    import os
+    import subprocess
+    import sys
+
+    package = tmp_path / "mypackage"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "models.py").write_text("import torch\n\ndef build_net():\n    torch.manual_seed(0)\n"
+                                       "    return torch.nn.Sequential(torch.nn.Linear(4, 3))\n")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    result = subprocess.run([str(Path(sys.executable).parent / "servekit"), "export", "--factory", "mypackage.models:build_net",
+                             "--name", "mynet", "--input-shape", "4", "--labels", "a,b,c"],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "build" / "mynet" / "validation.json").exists()
+
+
+def test_make_composition_leaves_the_tracked_report_alone() -> None:
+    from servekit.cli import build_parser
+    from servekit.torchserve import REPO_ROOT
+
+    assert build_parser().parse_args(["composition", "--bench", "6"]).reports_dir is None
+    makefile = (REPO_ROOT / "Makefile").read_text()
+    recipe = makefile[makefile.index("\ncomposition:"):].split("\n\n", 1)[0]
+    assert "servekit composition" in recipe and "--reports-dir" not in recipe

@@ -113,3 +113,39 @@ def test_unknown_content_type_is_415() -> None:
     with pytest.raises(UnsupportedMediaType, match="image/png") as err:
         decode_payload(b"\x89PNG", "image/png", "pixels")
     assert err.value.status == 415
+
+
+@pytest.mark.parametrize("content_type", [None, ""])
+@pytest.mark.parametrize("body", [b'{"data": [1.5, -2, 1e+05]}', b'  \n[1]', b'{"data": [[1, 2], [3, 4]]}'])
+def test_json_without_a_content_type_is_recognised_by_its_bytes(body: bytes, content_type: str | None) -> None:
+    from handlers.decode import sniff_media_type
+
+    assert sniff_media_type(body) == "application/json"
+    assert sniff_media_type(bytearray(body)) == "application/json"
+    if body.startswith(b"{"):
+        assert decode_payload(bytearray(body), content_type, "pixels").dtype.kind in "if"
+
+
+@pytest.mark.parametrize("body", [b"GIF89a\x01\x00", b"pixels=1,2,3", b"\x00\x01\x02", "plain text"])
+def test_a_body_without_content_type_that_is_neither_json_nor_npy_is_415_naming_the_header(body) -> None:
+    with pytest.raises(UnsupportedMediaType, match="has no content type.*set the Content-Type header to application/json"):
+        decode_payload(body, None, "pixels")
+
+
+@pytest.mark.parametrize("payload", [None, b"", b'{"data": [1]}', bytearray(npy(np.zeros(3, np.float32)))])
+def test_curl_default_form_type_is_415_naming_the_header(payload) -> None:
+    with pytest.raises(UnsupportedMediaType, match="curl's default for --data.*set the Content-Type header"):
+        decode_payload(payload, "application/x-www-form-urlencoded", "pixels")
+
+
+@pytest.mark.parametrize("data", [[1.5, True, 0.25], [[0.5, 1.0], [False, 0.0]], [1, 2, True]])
+def test_a_json_boolean_among_numbers_is_refused_like_all_booleans(data: list) -> None:
+    from handlers.contract import InputContract
+    from handlers.errors import InvalidInput
+
+    with pytest.raises(InvalidInput, match="input 'pixels' holds booleans"):
+        decode_payload({"data": data}, "application/json", "pixels")
+    all_bool = decode_payload({"data": [True, False, True]}, "application/json", "pixels")
+    with pytest.raises(InvalidInput) as refused:  # the same status as all-boolean JSON and boolean .npy
+        InputContract("pixels", (3,)).as_batch(all_bool, 64)
+    assert refused.value.status == InvalidInput.status == 422

@@ -86,6 +86,10 @@ def test_binary_and_plain_requests_share_a_batch_and_bad_ones_fail_alone(mlp_han
     ({"inputs": [{"shape": [1, 2], "datatype": "FP32", "data": [1, 2]}]}, None, "v2 input needs ['name']"),
     ({"inputs": [{"name": "pixels", "shape": [1, 2], "datatype": "FP32", "data": [1, "2"]}]}, None,
      "v2 data must be numbers for datatype FP32"),
+    ({"inputs": [{"name": "pixels", "shape": [1, 2], "datatype": "FP32", "data": [True, False]}]}, None,
+     "v2 data must be numbers for datatype FP32"),
+    ({"inputs": [{"name": "pixels", "shape": [2, 2], "datatype": "FP32", "data": [[0.5, 1], [True, 0.25]]}]}, None,
+     "v2 data must be numbers for datatype FP32"),
 ])
 def test_malformed_v2_requests_name_what_was_wrong(document: dict, binary: bytes | None, message: str) -> None:
     with pytest.raises(MalformedRequest, match=message.replace("[", r"\[").replace("]", r"\]")):

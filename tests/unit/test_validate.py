@@ -64,3 +64,16 @@ def test_traced_control_flow_is_caught(tmp_path: Path) -> None:
     path = export_torchscript(model, SPEC, tmp_path / "m.pt")
     with pytest.raises(ExportValidationError, match="torchscript"):
         validate_artifact(model, "torchscript", torchscript_runner(path), HELDOUT)
+
+
+def test_check_onnx_model_refuses_a_broken_graph(tmp_path: Path) -> None:
+    from servekit.validate import check_onnx_model
+
+    good = export_onnx(tiny_classifier(), SPEC, tmp_path / "good.onnx")
+    check_onnx_model(good)
+    model = onnx.load(str(good))
+    model.graph.node[0].input[0] = "a_tensor_nothing_produces"  # the first node reads from nowhere
+    broken = tmp_path / "broken.onnx"
+    onnx.save(model, str(broken))
+    with pytest.raises(onnx.checker.ValidationError, match="a_tensor_nothing_produces"):
+        check_onnx_model(broken)

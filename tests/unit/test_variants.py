@@ -1,7 +1,7 @@
 """Variants are built, checked against their reference and gated on accuracy."""
 from __future__ import annotations
 
-
+import pytest
 
 from servekit.deploy_size import closure
 from servekit.variants import Gates, judge
@@ -27,10 +27,33 @@ def test_pruned_variants_report_sparsity(variant_results) -> None:
     assert abs(pruned.sparsity - 0.2) < 0.01 and pruned.sparsity_per_layer
 
 
-def test_output_checks_use_the_stated_tolerance(variant_results) -> None:
+def test_output_checks_use_the_stated_tolerance(variant_results, built_models) -> None:
+    """Each verdict is the elementwise |variant - reference| <= atol + rtol * |reference| the report states."""
+    import numpy as np
+    import torch
+
+    from servekit.variants import runner_for
+
+    checked = 0
     for r in variant_results:
-        assert [c.batch_size for c in r.output_check] == [1, 7, 64]
-        assert all(c.max_abs_diff <= r.atol + r.rtol * 100 for c in r.output_check)
+        assert [c.batch_size for c in r.output_check] == [1, 7, 64], r.variant
+        if r.reference != "fp32" or not r.path.exists():
+            continue  # eager twins (INT8, pruned) live only inside build_variants
+        built = built_models[r.model]
+        for c in r.output_check:
+            batch = np.ascontiguousarray(built.x_test[:c.batch_size])
+            with torch.inference_mode():
+                expected = built.model(torch.from_numpy(batch)).numpy()
+            diff = np.abs(runner_for(r.path)(batch) - expected)
+            assert c.passed == bool(np.all(diff <= r.atol + r.rtol * np.abs(expected))), (r.variant, c)
+            assert c.max_abs_diff == pytest.approx(float(diff.max()), rel=1e-6, abs=1e-9)
+            checked += 1
+    assert checked >= 6 * 3  # ts/onnx FP32, ORT INT8, QDQ and FP16 of two models, 3 batch sizes each
+
+
+def test_every_variant_of_the_demo_models_passes_its_output_check(variant_results) -> None:
+    for r in variant_results:
+        assert all(c.passed for c in r.output_check), (r.model, r.variant, r.reason)
 
 
 def test_failing_gate_removes_the_artifact_and_says_why(built_models, tmp_path) -> None:
@@ -56,3 +79,54 @@ def test_deployment_closure_follows_requirements() -> None:
     assert "onnxruntime" in names and "numpy" in names
     assert "torch" not in names
     assert "torch" in closure(("torchserve", "torch"))
+
+
+def _shifted_variant(built, tmp_path, wrong: int, righted: int):
+    """A real TorchScript "variant": FP32 logits, with ``wrong`` correct answers pushed to another class
+    and ``righted`` of FP32's mistakes pushed to the true class (each costs one point of agreement)."""
+    import numpy as np
+    import torch
+
+    from servekit.variants import VariantResult
+
+    with torch.inference_mode():
+        fp32_pred = built.model(torch.from_numpy(built.x_test)).argmax(dim=1).numpy()
+    correct = np.flatnonzero(fp32_pred == built.y_test)[:wrong]
+    mistakes = np.flatnonzero(fp32_pred != built.y_test)[:righted]
+    assert len(correct) == wrong and len(mistakes) == righted
+    shift = torch.zeros(len(built.x_test), 10)
+    for idx in correct:
+        shift[idx, (built.y_test[idx] + 1) % 10] = 1e4
+    for idx in mistakes:
+        shift[idx, built.y_test[idx]] = 1e4
+
+    class Shifted(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.base = built.model
+            self.register_buffer("shift", shift)
+
+        def forward(self, x):
+            return self.base(x) + self.shift
+
+    path = tmp_path / f"shifted_{wrong}_{righted}.pt"
+    torch.jit.save(torch.jit.trace(Shifted().eval(), torch.from_numpy(built.x_test)), str(path))
+    return VariantResult(built.name, path.stem, "shifted", "torchscript", path, "fp32", 1e-3, 1e-5)
+
+
+@pytest.mark.parametrize("wrong, righted, accuracy_ok, agreement_ok", [
+    (4, 0, True, True),    # 0.89 points below FP32, 99.11 % agreement: both gates just hold
+    (5, 0, False, False),  # 1.11 points below: just past the 1.0-point gate (and 98.89 % agreement)
+    (2, 3, True, False),   # accuracy above FP32, but 98.89 % agreement: just under 99 %
+])
+def test_default_gates_hold_at_their_boundary(built_models, tmp_path, wrong: int, righted: int,
+                                              accuracy_ok: bool, agreement_ok: bool) -> None:
+    built = built_models["digits_mlp"]
+    assert len(built.x_test) == 450  # the boundaries below are counted in images of 450
+    result = _shifted_variant(built, tmp_path, wrong, righted)
+    judge([result], built.model, built.x_test, built.y_test, Gates())
+    assert result.agreement == pytest.approx((450 - wrong - righted) / 450)
+    assert ("points below FP32" not in result.reason) == accuracy_ok, result.reason
+    assert ("agreement with FP32" not in result.reason) == agreement_ok, result.reason
+    assert result.passed == (accuracy_ok and agreement_ok)
+    assert result.path.exists() == result.passed
