@@ -25,7 +25,7 @@ WAYS = {"in-process": PREDICTIONS, "workflow": WFPREDICT}
 # timeout and gets 500 (README, "Workflows lose requests"). That is its bug, not ours, so workflow
 # requests are sent the way a client should send them (again, on a 5xx), the losses are counted, and
 # the tests assert on the answers. In-process requests are never retried: there a 500 is our bug.
-LOSS_ATTEMPTS = 4
+LOSS_ATTEMPTS = 6  # at the worst loss rate measured (39 of 450), six losses in a row: < 1e-6
 
 
 @pytest.fixture(scope="module")
