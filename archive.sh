@@ -6,7 +6,8 @@
 #   ./archive.sh build/digits_mlp     # just these directories
 #
 # What a directory holds decides what is built (re-running overwrites: idempotent):
-#   model-config.yaml + model.pt / model.onnx  -> <dir>_ts.mar / <dir>_onnx.mar
+#   model-config.yaml + model.pt / model.onnx / model.pt2
+#                                              -> <dir>_ts.mar / <dir>_onnx.mar / <dir>_aoti.mar
 #   model-config.yaml + members/*.onnx         -> <dir>.mar   (composition run in one worker)
 #   workflow.yaml + composition.yaml           -> <dir>.war   (composition as a TorchServe workflow;
 #                                                 the member .mar files it names must be in the store)
@@ -110,5 +111,6 @@ for model_dir in "${model_dirs[@]}"; do
   found=0
   if [ -f "$model_dir/model.pt" ]; then archive_one "$model_dir" model.pt "${base}_ts"; found=1; fi
   if [ -f "$model_dir/model.onnx" ]; then archive_one "$model_dir" model.onnx "${base}_onnx"; found=1; fi
-  [ "$found" -eq 1 ] || die "$model_dir has neither model.pt nor model.onnx (run 'servekit export')"
+  if [ -f "$model_dir/model.pt2" ]; then archive_one "$model_dir" model.pt2 "${base}_aoti"; found=1; fi
+  [ "$found" -eq 1 ] || die "$model_dir has none of model.pt, model.onnx, model.pt2 (run 'servekit export')"
 done

@@ -32,14 +32,22 @@ class ModelBuild:
 
 def build_model_dir(model: nn.Module, build: ModelBuild, heldout: np.ndarray, out_dir: Path,
                     rtol: float = validate.DEFAULT_RTOL, atol: float = validate.DEFAULT_ATOL) -> Path:
-    """Export, validate (raises ExportValidationError), write model-config.yaml and validation.json."""
+    """Export, validate (raises ExportValidationError), write model-config.yaml and validation.json.
+
+    A format torch cannot capture (today only model.pt2) is skipped with torch's reason, printed and
+    kept in validation.json under ``unsupported``; the other formats still build.
+    """
     spec = ExportSpec(build.contract.name, build.contract.shape)
-    results = export_and_validate(model, spec, out_dir, heldout, rtol=rtol, atol=atol, formats=build.formats)
-    for comparisons in results.values():
+    exported = export_and_validate(model, spec, out_dir, heldout, rtol=rtol, atol=atol, formats=build.formats,
+                                   progress=lambda message: print(f"  {message}", flush=True))
+    for comparisons in exported.comparisons.values():
         for comparison in comparisons:
             print(f"  {comparison.describe()}")
+    for fmt, reason in exported.unsupported.items():
+        print(f"  {fmt:<12} SKIPPED: {reason}")
     write_model_config(out_dir / MODEL_CONFIG_FILE,
                        model_config(build.contract, build.labels, build.batching, top_k=build.top_k, output=build.output))
-    report = {"rtol": rtol, "atol": atol, **{k: validate.comparisons_as_json(v) for k, v in results.items()}}
+    report = {"rtol": rtol, "atol": atol, **{k: validate.comparisons_as_json(v) for k, v in exported.comparisons.items()},
+              "unsupported": exported.unsupported}
     (out_dir / VALIDATION_FILE).write_text(json.dumps(report, indent=2) + "\n")
     return out_dir

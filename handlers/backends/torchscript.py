@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -20,9 +21,13 @@ class TorchScriptBackend:
             # Process-wide, but a TorchServe worker process serves exactly one model.
             torch.set_num_threads(threads)
         self.threads = threads
-        self.module = torch.jit.load(str(path), map_location=self.device).eval()
+        with warnings.catch_warnings():
+            # torch 2.13 deprecates torch.jit and warns per call; the log line below says it once, with the successor.
+            warnings.filterwarnings("ignore", message=r"`torch\.jit\.", category=DeprecationWarning)
+            self.module = torch.jit.load(str(path), map_location=self.device).eval()
         self.input_dtype = _first_param_dtype(self.module)
-        logger.info("TorchScript backend: %s", self.describe())
+        logger.info("TorchScript backend: %s (torch.jit is deprecated in torch 2.13; a .pt2 archive is its successor)",
+                    self.describe())
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         """Run one batch; output comes back as float32 numpy on the host."""
