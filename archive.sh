@@ -6,7 +6,8 @@
 #   ./archive.sh build/digits_mlp     # just these directories
 #
 # What a directory holds decides what is built (re-running overwrites: idempotent):
-#   model-config.yaml + model.pt / model.onnx  -> <dir>_ts.mar / <dir>_onnx.mar
+#   model-config.yaml + model.pt / model.onnx / model.pt2
+#                                              -> <dir>_ts.mar / <dir>_onnx.mar / <dir>_aoti.mar
 #                                                 (only if validation.json vouches for exactly these files)
 #   model-config.yaml + members/*.onnx         -> <dir>.mar   (composition run in one worker)
 #   workflow.yaml + composition.yaml           -> <dir>.war   (composition as a TorchServe workflow;
@@ -66,7 +67,7 @@ import hashlib, json, sys
 from pathlib import Path
 
 directory = Path(sys.argv[1])
-ARTIFACTS = ("model.pt", "model.onnx", "model-config.yaml")  # servekit.build.ARTIFACT_FILES
+ARTIFACTS = ("model.pt", "model.onnx", "model.pt2", "model-config.yaml")  # servekit.build.ARTIFACT_FILES
 fix = "re-run 'servekit export' (or 'servekit variants') to rebuild and re-validate it"
 
 def refuse(why):
@@ -135,9 +136,10 @@ for model_dir in "${model_dirs[@]}"; do
   [ -f "$model_dir/model-config.yaml" ] || die "$model_dir/model-config.yaml is missing (run 'servekit export')"
   if [ -d "$model_dir/members" ]; then archive_composed "$model_dir"; continue; fi
   base="$(basename "$model_dir")"
-  [ -f "$model_dir/model.pt" ] || [ -f "$model_dir/model.onnx" ] || \
-    die "$model_dir has neither model.pt nor model.onnx (run 'servekit export')"
+  [ -f "$model_dir/model.pt" ] || [ -f "$model_dir/model.onnx" ] || [ -f "$model_dir/model.pt2" ] || \
+    die "$model_dir has none of model.pt, model.onnx, model.pt2 (run 'servekit export')"
   verify_voucher "$model_dir"
   if [ -f "$model_dir/model.pt" ]; then archive_one "$model_dir" model.pt "${base}_ts"; fi
   if [ -f "$model_dir/model.onnx" ]; then archive_one "$model_dir" model.onnx "${base}_onnx"; fi
+  if [ -f "$model_dir/model.pt2" ]; then archive_one "$model_dir" model.pt2 "${base}_aoti"; fi
 done

@@ -21,12 +21,12 @@ from torch import nn
 
 from handlers.contract import PREDICTIONS, ConfigError, InputContract
 from servekit import validate
-from servekit.export import FORMATS, ONNX_FILE, TORCHSCRIPT_FILE, ExportSpec, export_and_validate
+from servekit.export import AOTI_FILE, FORMATS, ONNX_FILE, TORCHSCRIPT_FILE, ExportSpec, export_and_validate
 from servekit.model_config import MODEL_CONFIG_FILE, Batching, model_config, write_model_config
 
 VALIDATION_FILE = "validation.json"
 ARTIFACTS_KEY = "artifacts"  # validation.json: file name -> sha256 of every file archive.sh packs
-ARTIFACT_FILES = (TORCHSCRIPT_FILE, ONNX_FILE, MODEL_CONFIG_FILE)
+ARTIFACT_FILES = (TORCHSCRIPT_FILE, ONNX_FILE, AOTI_FILE, MODEL_CONFIG_FILE)
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,9 @@ def build_model_dir(model: nn.Module, build: ModelBuild, heldout: np.ndarray, ou
                     rtol: float = validate.DEFAULT_RTOL, atol: float = validate.DEFAULT_ATOL) -> Path:
     """Export, validate (raises ExportValidationError), write model-config.yaml and validation.json.
 
-    A failed check leaves ``out_dir`` exactly as it was (a previous good export stays servable).
+    A failed check leaves ``out_dir`` exactly as it was (a previous good export stays servable). A
+    format torch cannot capture (today only model.pt2) is skipped with torch's reason, printed and
+    kept in validation.json under ``unsupported``; the other formats still build.
     """
     spec = ExportSpec(build.contract.name, build.contract.shape)
     check_label_count(model, spec, build.labels)
@@ -54,14 +56,19 @@ def build_model_dir(model: nn.Module, build: ModelBuild, heldout: np.ndarray, ou
     # Beside out_dir, so the moves below are renames on one filesystem; a dot keeps archive.sh's glob off it.
     with tempfile.TemporaryDirectory(prefix=f".{out_dir.name}.staging-", dir=out_dir.parent) as staging_dir:
         staging = Path(staging_dir)
-        results = export_and_validate(model, spec, staging, heldout, rtol=rtol, atol=atol, formats=build.formats)
-        for comparisons in results.values():
+        exported = export_and_validate(model, spec, staging, heldout, rtol=rtol, atol=atol, formats=build.formats,
+                                       progress=lambda message: print(f"  {message}", flush=True))
+        for comparisons in exported.comparisons.values():
             for comparison in comparisons:
                 print(f"  {comparison.describe()}")
+        for fmt, reason in exported.unsupported.items():
+            print(f"  {fmt:<12} SKIPPED: {reason}")
         write_model_config(staging / MODEL_CONFIG_FILE,
                            model_config(build.contract, build.labels, build.batching, top_k=build.top_k,
                                         output=build.output))
-        report = {"rtol": rtol, "atol": atol, **{k: validate.comparisons_as_json(v) for k, v in results.items()}}
+        report = {"rtol": rtol, "atol": atol,
+                  **{k: validate.comparisons_as_json(v) for k, v in exported.comparisons.items()},
+                  "unsupported": exported.unsupported}
         _move_into_place(staging, out_dir, report)
     return out_dir
 

@@ -15,7 +15,10 @@ from servekit.optimize.prune import DEFAULT_AMOUNT as DEFAULT_PRUNE_AMOUNT
 from servekit.torchserve import UnsafeModelStore
 from servekit.user_model import UserModelError
 from servekit.variants import Gates
+from servekit.export import FORMATS as EXPORT_FORMATS
 from servekit.validate import DEFAULT_ATOL, DEFAULT_RTOL, ExportValidationError
+
+FORMAT_NAMES = {"torchscript": "TorchScript", "onnx": "ONNX", "aoti": "AOTInductor"}
 
 DEFAULT_BUILD_DIR = Path("build")
 TRACEBACK_ENV = "SERVEKIT_TRACEBACK"
@@ -64,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--heldout", type=Path, help=".npy of held-out inputs [N, *shape] to validate on")
     export.add_argument("--rtol", type=float, default=DEFAULT_RTOL)
     export.add_argument("--atol", type=float, default=DEFAULT_ATOL)
+    export.add_argument("--formats", default=",".join(EXPORT_FORMATS),
+                        help=f"comma-separated subset of {','.join(EXPORT_FORMATS)} (aoti = model.pt2, needs a C++ compiler)")
     _add_batching_arguments(export)
     export.add_argument("--build-dir", type=Path, default=DEFAULT_BUILD_DIR)
     export.set_defaults(run=_export)
@@ -174,7 +179,10 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
     from servekit.build import ModelBuild, build_model_dir
+    from servekit.export import AOTI_FILE
 
     if args.demo:
         from servekit.demo import demo_build_inputs
@@ -195,9 +203,15 @@ def _export(args: argparse.Namespace) -> int:
         labels = tuple(args.labels.split(",")) if args.labels else ()
         build = ModelBuild(args.name, contract, labels, _batching(args))
         heldout = heldout_inputs(args.heldout, shape, args.min_value, args.max_value)
+    formats = tuple(f.strip() for f in args.formats.split(",") if f.strip())
+    if not formats or set(formats) - set(EXPORT_FORMATS):
+        print(f"error: --formats must be a comma-separated subset of {','.join(EXPORT_FORMATS)}", file=sys.stderr)
+        return 2
+    build = replace(build, formats=formats)
     print(f"exporting {build.name} -> {args.build_dir / build.name}")
-    build_model_dir(model, build, heldout, args.build_dir / build.name, rtol=args.rtol, atol=args.atol)
-    print(f"validated {build.name}: TorchScript and ONNX match eager PyTorch (rtol={args.rtol:g}, atol={args.atol:g})")
+    written = build_model_dir(model, build, heldout, args.build_dir / build.name, rtol=args.rtol, atol=args.atol)
+    validated = [FORMAT_NAMES[f] for f in formats if f != "aoti" or (written / AOTI_FILE).exists()]
+    print(f"validated {build.name}: {', '.join(validated)} match eager PyTorch (rtol={args.rtol:g}, atol={args.atol:g})")
     return 0
 
 

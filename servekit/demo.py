@@ -19,10 +19,11 @@ from servekit.model_config import Batching
 from servekit.models import DEMO_MODELS
 from servekit.torchserve import TorchServe
 from servekit.train import train_demo
-from servekit.validate import onnx_runner, torchscript_runner
+from servekit.validate import aoti_runner, onnx_runner, torchscript_runner
 
 PIXEL_RANGE = (0.0, 1.0)
-ARCHIVE_FORMATS = {"ts": ("model.pt", torchscript_runner), "onnx": ("model.onnx", onnx_runner)}
+ARCHIVE_FORMATS = {"ts": ("model.pt", torchscript_runner), "onnx": ("model.onnx", onnx_runner),
+                   "aoti": ("model.pt2", aoti_runner)}
 
 
 def demo_build_inputs(name: str, build_dir: Path, batching: Batching) -> tuple[torch.nn.Module, ModelBuild, np.ndarray]:
@@ -89,7 +90,7 @@ def run_demo(build_dir: Path, model_store: Path, batching: Batching, concurrency
         print(f"  {spec.name}: held-out accuracy {metrics['test_accuracy']:.2%} "
               f"on {metrics['test_samples']} images ({metrics['train_seconds']}s)")
 
-    step("2/6 export TorchScript + ONNX and validate against eager PyTorch (batch 1, 7, 64)")
+    step("2/6 export TorchScript, ONNX and AOTInductor (.pt2) and validate against eager PyTorch (batch 1, 7, 64)")
     for name in DEMO_MODELS:
         model, build, heldout = demo_build_inputs(name, build_dir, batching)
         print(f"  {name}:")

@@ -1,9 +1,11 @@
-"""Export a model to TorchScript and ONNX (dynamic batch axis), each proven against eager PyTorch."""
+"""Export a model to TorchScript, ONNX and AOTInductor (dynamic batch axis), each proven against eager PyTorch."""
 from __future__ import annotations
 
+import re
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -11,12 +13,18 @@ from torch import nn
 
 from handlers.backends.torchscript import module_dtype
 from servekit import validate
+from servekit.deprecations import quiet_inductor, quiet_torchscript
 
 ONNX_OPSET = 17
 TORCHSCRIPT_FILE = "model.pt"
 ONNX_FILE = "model.onnx"
+AOTI_FILE = "model.pt2"
 OUTPUT_NAME = "logits"
 BATCH_AXIS = "batch"
+# Kernels read the thread count when they run, so the worker's handler.threads applies; without it
+# AOTInductor bakes the compiling machine's count into every parallel loop. Freezing folds weights
+# into constants so oneDNN can prepack them (and is what lowers PT2E INT8 to INT8 kernels).
+AOTI_CONFIGS: dict[str, Any] = {"cpp.dynamic_threads": True, "freezing": True}
 
 
 @dataclass(frozen=True)
@@ -33,16 +41,57 @@ class ExportSpec:
         return torch.zeros(batch_size, *self.input_shape)
 
 
+class ExportUnsupported(RuntimeError):
+    """torch.export cannot capture the model; the message carries torch's reason."""
+
+
 def export_torchscript(model: nn.Module, spec: ExportSpec, path: Path) -> Path:
     """Trace ``model`` (works for any module without data-dependent control flow).
 
     The example batch takes the model's own precision, so an FP16 (``.half()``) model traces too.
     """
     model.eval()
-    with torch.inference_mode():
+    with torch.inference_mode(), quiet_torchscript():
         traced = torch.jit.trace(model, spec.example().to(module_dtype(model)), check_trace=False)
-    traced.save(str(path))
+        traced.save(str(path))
     return path
+
+
+def capture(model: nn.Module, spec: ExportSpec) -> torch.export.ExportedProgram:
+    """torch.export with the batch axis as a ``Dim``; ExportUnsupported with torch's reason if it cannot."""
+    model.eval()
+    batch = torch.export.Dim(BATCH_AXIS, min=1)
+    example = spec.example().to(next(model.parameters(), torch.empty(0)).device)  # a CUDA model compiles for CUDA
+    try:
+        with torch.no_grad():
+            return torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
+    except Exception as err:  # torch.export raises many unrelated types (UserError, GuardOnDataDependentSymNode, ...)
+        raise ExportUnsupported(f"torch.export cannot capture the model: {_torch_reason(err)}") from err
+
+
+def _torch_reason(err: Exception) -> str:
+    """The first lines of torch's message, and the line of model code it points at."""
+    text = str(err)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    reason = " ".join(lines[:2]) if lines else type(err).__name__
+    where = re.search(r'File "([^"]+)", line (\d+), in (\w+)\n\s*(.+)', text)
+    if where:
+        reason += f" (at {Path(where[1]).name}:{where[2]} in {where[3]}: {where[4].strip()})"
+    return f"{type(err).__name__}: {reason}"
+
+
+def compile_aoti(program: torch.export.ExportedProgram, path: Path, configs: dict[str, Any] | None = None) -> Path:
+    """AOTInductor: compile an exported program into a self-contained ``.pt2`` package (C++ compiler needed)."""
+    # Inductor freezes (and so lowers INT8) only with autograd off.
+    with quiet_inductor(), torch.no_grad():
+        torch._inductor.aoti_compile_and_package(program, package_path=str(path),
+                                                 inductor_configs={**AOTI_CONFIGS, **(configs or {})})
+    return path
+
+
+def export_aoti(model: nn.Module, spec: ExportSpec, path: Path) -> Path:
+    """torch.export (dynamic batch) then AOTInductor; raises ExportUnsupported if torch.export cannot capture."""
+    return compile_aoti(capture(model, spec), path)
 
 
 def export_onnx(model: nn.Module, spec: ExportSpec, path: Path) -> Path:
@@ -68,19 +117,33 @@ def _legacy_onnx_export(model: nn.Module, spec: ExportSpec, path: Path) -> None:
     )
 
 
-FORMATS = ("torchscript", "onnx")
+FORMATS = ("torchscript", "onnx", "aoti")
+
+
+@dataclass
+class Exported:
+    """Each written format's comparisons with eager PyTorch, and the formats torch could not capture (why)."""
+
+    comparisons: dict[str, list[validate.Comparison]] = field(default_factory=dict)
+    unsupported: dict[str, str] = field(default_factory=dict)
 
 
 def export_and_validate(model: nn.Module, spec: ExportSpec, out_dir: Path, heldout: np.ndarray,
                         rtol: float = validate.DEFAULT_RTOL, atol: float = validate.DEFAULT_ATOL,
-                        formats: tuple[str, ...] = FORMATS) -> dict[str, list[validate.Comparison]]:
-    """Write model.pt and/or model.onnx into ``out_dir``; raise ExportValidationError if one drifts."""
+                        formats: tuple[str, ...] = FORMATS,
+                        progress: Callable[[str], None] = lambda _: None) -> Exported:
+    """Write model.pt, model.onnx and/or model.pt2 into ``out_dir``; raise ExportValidationError if one drifts.
+
+    A model torch.export cannot capture gets no model.pt2; the reason is in ``unsupported`` and the
+    other formats are still built.
+    """
     unknown = set(formats) - set(FORMATS)
     if unknown or not formats:
         raise ValueError(f"formats must be a non-empty subset of {FORMATS}, got {formats}")
     out_dir.mkdir(parents=True, exist_ok=True)
     heldout = heldout.reshape(-1, *spec.input_shape).astype(np.float32)
-    results = {}
+    exported = Exported()
+    results = exported.comparisons
     if "torchscript" in formats:
         ts_path = export_torchscript(model, spec, out_dir / TORCHSCRIPT_FILE)
         results["torchscript"] = validate.validate_artifact(model, "torchscript", validate.torchscript_runner(ts_path),
@@ -90,4 +153,16 @@ def export_and_validate(model: nn.Module, spec: ExportSpec, out_dir: Path, heldo
         validate.check_onnx_model(onnx_path)
         results["onnx"] = validate.validate_artifact(model, "onnx", validate.onnx_runner(onnx_path),
                                                      heldout, rtol=rtol, atol=atol)
-    return results
+    if "aoti" in formats:
+        aoti_path = out_dir / AOTI_FILE
+        aoti_path.unlink(missing_ok=True)  # a stale package must not outlive a model that no longer exports
+        try:
+            program = capture(model, spec)
+        except ExportUnsupported as err:
+            exported.unsupported["aoti"] = str(err)
+            return exported
+        progress(f"compiling {AOTI_FILE} with AOTInductor (about 10-20 s on 2 cores)")
+        compile_aoti(program, aoti_path)
+        results["aoti"] = validate.validate_artifact(model, "aoti", validate.aoti_runner(aoti_path),
+                                                     heldout, rtol=rtol, atol=atol)
+    return exported

@@ -19,7 +19,7 @@ def run_soak(build_dir: Path, reports_dir: Path, minutes: float, concurrency: in
     """wrk on the CNN (npy) in 30 s slices; after each, the worker RSS and the slice's percentiles."""
     store = build_dir / "model_store"
     store.mkdir(parents=True, exist_ok=True)
-    bench = artifacts.bench_cnn(build_dir, store)
+    bench = artifacts.bench_cnn(build_dir, store, formats=("torchscript", "onnx"))  # soak serves ONNX only
     server = TorchServe(store, build_dir / "server")
     client = server.start()
     slices = []

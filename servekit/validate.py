@@ -75,12 +75,26 @@ def onnx_runner(path: Path) -> Callable[[np.ndarray], np.ndarray]:
 
 def torchscript_runner(path: Path) -> Callable[[np.ndarray], np.ndarray]:
     """A loaded TorchScript module as a function of one input batch (cast to the module's precision)."""
-    module = torch.jit.load(str(path), map_location="cpu").eval()
+    from servekit.deprecations import quiet_torchscript
+
+    with quiet_torchscript():
+        module = torch.jit.load(str(path), map_location="cpu").eval()
     dtype = module_dtype(module)
 
     def run(batch: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
             return module(torch.from_numpy(batch).to(dtype)).float().numpy()
+
+    return run
+
+
+def aoti_runner(path: Path) -> Callable[[np.ndarray], np.ndarray]:
+    """A loaded AOTInductor package (CPU) as a function of one input batch."""
+    package = torch._inductor.aoti_load_package(str(path))
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return package(torch.from_numpy(batch)).numpy()
 
     return run
 

@@ -1,8 +1,8 @@
 """Optimized variants of a model, each proven against FP32 and gated on accuracy before archiving.
 
 Variants are grouped into families, one directory each (``build/<model>_<family>/``) holding that
-family's ``model.pt`` and/or ``model.onnx`` plus the model's ``model-config.yaml``, so archive.sh
-turns them into ``<model>_<family>_ts.mar`` / ``<model>_<family>_onnx.mar``.
+family's ``model.pt``, ``model.onnx`` and/or ``model.pt2`` plus the model's ``model-config.yaml``, so
+archive.sh turns them into ``<model>_<family>_ts.mar`` / ``_onnx.mar`` / ``_aoti.mar``.
 """
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ from torch import nn
 
 from servekit import validate
 from servekit.build import seal
-from servekit.export import ONNX_FILE, TORCHSCRIPT_FILE, ExportSpec, export_onnx, export_torchscript
+from servekit.export import (AOTI_FILE, ONNX_FILE, TORCHSCRIPT_FILE, ExportSpec, capture, compile_aoti, export_onnx,
+                             export_torchscript)
 from servekit.model_config import MODEL_CONFIG_FILE
 from servekit.optimize import prune, quantize
 
@@ -28,6 +29,11 @@ from servekit.optimize import prune, quantize
 EXACT = (validate.DEFAULT_RTOL, validate.DEFAULT_ATOL)
 FP16_TOLERANCE = (1e-2, 1e-2)
 INT8_TOLERANCE = (0.1, 0.5)
+# PT2E INT8 has an eager twin (the Q/DQ module), but Inductor's fused oneDNN INT8 kernels requantize in
+# another order than the twin's separate Q and DQ steps: one quantization step of a logit at worst.
+PT2E_TWIN_TOLERANCE = (1e-2, 1e-2)
+FORMAT_BY_SUFFIX = {".pt": "torchscript", ".onnx": "onnx", ".pt2": "aoti"}
+ARCHIVE_SUFFIX = {"torchscript": "ts", "onnx": "onnx", "aoti": "aoti"}  # archive.sh's <dir>_<suffix>.mar
 
 
 @dataclass(frozen=True)
@@ -76,7 +82,8 @@ class VariantInputs:
 
 def runner_for(path: Path) -> Callable[[np.ndarray], np.ndarray]:
     """The CPU runner for an artifact, chosen by suffix."""
-    return validate.onnx_runner(path) if path.suffix == ".onnx" else validate.torchscript_runner(path)
+    runners = {"onnx": validate.onnx_runner, "torchscript": validate.torchscript_runner, "aoti": validate.aoti_runner}
+    return runners[FORMAT_BY_SUFFIX[path.suffix]](path)
 
 
 def eager_runner(model: nn.Module) -> Callable[[np.ndarray], np.ndarray]:
@@ -89,9 +96,15 @@ def eager_runner(model: nn.Module) -> Callable[[np.ndarray], np.ndarray]:
 
 def build_variants(inputs: VariantInputs, out_root: Path, prune_amount: float = prune.DEFAULT_AMOUNT,
                    finetune_epochs: int = 0) -> list[VariantResult]:
-    """Write every variant artifact; return one unjudged result per variant."""
+    """Write every variant artifact; return one unjudged result per variant.
+
+    The AOTInductor variants (FP32 and PT2E INT8) are built only when the base export holds a
+    model.pt2, i.e. when torch.export could capture the model.
+    """
     name, spec, base = inputs.name, inputs.spec, inputs.base_dir
-    dirs = {family: out_root / f"{name}_{family}" for family in ("int8", "pruned", "pruned_int8", "qdq", "fp16")}
+    with_aoti = (base / AOTI_FILE).exists()
+    families = ("int8", "pruned", "pruned_int8", "qdq", "fp16") + (("pt2e_int8",) if with_aoti else ())
+    dirs = {family: out_root / f"{name}_{family}" for family in families}
     for directory in dirs.values():
         shutil.rmtree(directory, ignore_errors=True)
         directory.mkdir(parents=True)
@@ -107,8 +120,7 @@ def build_variants(inputs: VariantInputs, out_root: Path, prune_amount: float = 
     half = quantize.torch_fp16(inputs.model)
 
     def result(variant: str, family: str, path: Path, reference: str, tolerance: tuple[float, float]) -> VariantResult:
-        return VariantResult(name, variant, family, "onnx" if path.suffix == ".onnx" else "torchscript",
-                             path, reference, *tolerance)
+        return VariantResult(name, variant, family, FORMAT_BY_SUFFIX[path.suffix], path, reference, *tolerance)
 
     results = [
         result("ts_fp32", "fp32", base / TORCHSCRIPT_FILE, "fp32", EXACT),
@@ -129,10 +141,19 @@ def build_variants(inputs: VariantInputs, out_root: Path, prune_amount: float = 
         result("ts_fp16", "fp16", export_torchscript(half, spec, dirs["fp16"] / TORCHSCRIPT_FILE), "fp32", FP16_TOLERANCE),
         result("onnx_fp16", "fp16", quantize.onnx_fp16(base / ONNX_FILE, dirs["fp16"] / ONNX_FILE), "fp32", FP16_TOLERANCE),
     ]
+    references = {"fp32": inputs.model, "int8": int8, "pruned": pruned, "pruned_int8": pruned_int8}
+    if with_aoti:
+        references["pt2e_int8"] = quantize.pt2e_int8(inputs.model, spec, inputs.x_train)
+        print("  compiling the PT2E INT8 model.pt2 with AOTInductor", flush=True)
+        results += [
+            result("aoti_fp32", "fp32", base / AOTI_FILE, "fp32", EXACT),
+            result("aoti_pt2e_int8", "pt2e_int8",
+                   compile_aoti(capture(references["pt2e_int8"], spec), dirs["pt2e_int8"] / AOTI_FILE),
+                   "pt2e_int8", PT2E_TWIN_TOLERANCE),
+        ]
     for r in results:
         if r.family.startswith("pruned"):
             r.sparsity, r.sparsity_per_layer = measured.global_fraction, measured.per_layer
-    references = {"fp32": inputs.model, "int8": int8, "pruned": pruned, "pruned_int8": pruned_int8}
     for r in results:
         _check_outputs(r, references[r.reference], inputs.x_test)
     return results

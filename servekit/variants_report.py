@@ -15,18 +15,20 @@ from servekit.export import TORCHSCRIPT_FILE, ExportSpec
 from servekit.measure import Timing, time_artifacts
 from servekit.model_config import Batching
 from servekit.models import DEMO_MODELS
-from servekit.variants import Gates, VariantInputs, VariantResult, build_variants, judge, prune_empty_family_dirs
+from servekit.variants import (ARCHIVE_SUFFIX, Gates, VariantInputs, VariantResult, build_variants, judge,
+                               prune_empty_family_dirs)
 
 TIMED_BATCH_SIZES = (1, 32)
 MiB = 1024 * 1024
 # Run-to-run noise on ~20 µs calls is about ±15 %: flag only clear slow-downs.
 SLOWER_THAN_FP32 = 0.85
+FP32_OF_FORMAT = {"torchscript": "ts_fp32", "onnx": "onnx_fp32", "aoti": "aoti_fp32"}
+FORMAT_COLOURS = {"torchscript": "tab:blue", "onnx": "tab:orange", "aoti": "tab:green"}
 
 
 def mar_path(result: VariantResult, model_store: Path) -> Path:
     """Where archive.sh put this variant's archive."""
-    suffix = "onnx" if result.fmt == "onnx" else "ts"
-    return model_store / f"{result.path.parent.name}_{suffix}.mar"
+    return model_store / f"{result.path.parent.name}_{ARCHIVE_SUFFIX[result.fmt]}.mar"
 
 
 def demo_variant_inputs(build_dir: Path) -> list[VariantInputs]:
@@ -92,18 +94,19 @@ def _row(r: VariantResult, timing: dict[int, Timing] | None, model_store: Path, 
 def _add_ratios(rows: list[dict]) -> None:
     """Speed-up and size ratio against the same model's TorchScript FP32, measured in the same run.
 
-    Also against FP32 of the same format, so a runtime switch (TorchScript -> ORT) is not
-    mistaken for the gain of quantizing.
+    Also against FP32 of the same format, so a runtime switch (TorchScript -> ORT or AOTInductor)
+    is not mistaken for the gain of quantizing.
     """
-    base = {(r["model"], r["variant"]): r for r in rows if r["variant"] in ("ts_fp32", "onnx_fp32")}
+    base = {(r["model"], r["variant"]): r for r in rows if r["variant"] in FP32_OF_FORMAT.values()}
     for r in rows:
         b = base[(r["model"], "ts_fp32")]
-        same = base[(r["model"], "onnx_fp32" if r["format"] == "onnx" else "ts_fp32")]
+        same = base.get((r["model"], FP32_OF_FORMAT[r["format"]]), {})
         for size in TIMED_BATCH_SIZES:
             key = f"p50_ms_b{size}"
             if r.get(key):
                 r[f"speedup_b{size}"] = b[key] / r[key]
-                r[f"speedup_same_format_b{size}"] = same[key] / r[key]
+                if same.get(key):
+                    r[f"speedup_same_format_b{size}"] = same[key] / r[key]
         if r["file_bytes"]:
             r["size_ratio"] = r["file_bytes"] / b["file_bytes"]
 
@@ -183,12 +186,14 @@ def findings(rows: list[dict]) -> list[str]:
         best = max(mine, key=lambda r: r["speedup_b32"])
         loss = (fp32["accuracy"] - best["accuracy"]) * 100
         out.append(f"- {model}: fastest passing variant at batch 32 is {best['variant']}, "
-                   f"{best['speedup_b32']:.2f}× TorchScript FP32 ({best['speedup_same_format_b32']:.2f}× FP32 of its own format), "
+                   f"{best['speedup_b32']:.2f}× TorchScript FP32 ({_fmt(best.get('speedup_same_format_b32'), '.2f')}× FP32 "
+                   "of its own format), "
                    f"{loss:+.2f} accuracy points lost, {best['size_ratio']:.2f}× the size.")
-        slower = [r for r in mine if r["speedup_same_format_b32"] < SLOWER_THAN_FP32]
+        slower = [r for r in mine if r.get("speedup_same_format_b32", 1.0) < SLOWER_THAN_FP32]
         for r in slower:
             out.append(f"  - {r['variant']} is slower than FP32 of its own format at batch 32 "
                        f"({r['speedup_same_format_b32']:.2f}×): smaller, not faster, on this CPU.")
+        out.extend(_aoti_findings(model, {r["variant"]: r for r in mine}))
     out.append("- Unstructured pruning leaves dense tensors: the file keeps its size and the kernels their speed; "
                "only the compressed .mar shrinks. It pays only with sparse kernels or structured pruning.")
     fp16 = [r for r in rows if r["variant"] in ("ts_fp16", "onnx_fp16") and r.get("speedup_same_format_b32")]
@@ -197,6 +202,27 @@ def findings(rows: list[dict]) -> list[str]:
                "without native FP16 arithmetic emulates it, so expect no speed-up here. "
                "`servekit gpu-report` (reports/gpu.md) measures FP16 on a GPU, where it can pay.")
     return out
+
+
+def _aoti_findings(model: str, timed: dict[str, dict]) -> list[str]:
+    """AOTInductor, TorchScript's successor, against TorchScript and ONNX Runtime FP32, and its INT8 against its FP32."""
+    aoti = timed.get("aoti_fp32")
+    if aoti is None:
+        return []
+    line = (f"  - {model} aoti_fp32 vs ts_fp32 / onnx_fp32: "
+            + ", ".join(f"batch {size} {_fmt(aoti.get(f'speedup_b{size}'), '.2f')}× / "
+                        f"{_fmt(_ratio(timed.get('onnx_fp32'), aoti, size), '.2f')}×" for size in TIMED_BATCH_SIZES))
+    int8 = timed.get("aoti_pt2e_int8")
+    if int8 is not None:
+        line += ("; aoti_pt2e_int8 vs aoti_fp32: "
+                 + ", ".join(f"batch {size} {_fmt(_ratio(aoti, int8, size), '.2f')}×" for size in TIMED_BATCH_SIZES))
+    return [line + " (above 1: faster)."]
+
+
+def _ratio(slower: dict | None, faster: dict, size: int) -> float | None:
+    """How many times faster ``faster`` ran than ``slower`` at one batch size (p50 ratio)."""
+    key = f"p50_ms_b{size}"
+    return slower[key] / faster[key] if slower and slower.get(key) and faster.get(key) else None
 
 
 def plot(rows: list[dict], path: Path) -> None:
@@ -211,14 +237,14 @@ def plot(rows: list[dict], path: Path) -> None:
     for ax, model in zip(axes[0], models):
         points = [r for r in rows if r["model"] == model and r["passed"] and r.get("p50_ms_b32")]
         for r in points:
-            colour = "tab:orange" if r["format"] == "onnx" else "tab:blue"
+            colour = FORMAT_COLOURS[r["format"]]
             ax.scatter(r["file_bytes"] / 1024, r["p50_ms_b32"], s=(r["accuracy"] * 100 - 90) * 40, c=colour, alpha=0.6)
             ax.annotate(f"{r['variant']} {r['accuracy']:.1%}", (r["file_bytes"] / 1024, r["p50_ms_b32"]),
                         fontsize=7, xytext=(4, 4), textcoords="offset points")
         ax.set_yscale("log")
         ax.set_xlabel("artifact size (KiB)")
         ax.set_ylabel("p50 latency at batch 32 (ms, in-process, log)")
-        ax.set_title(f"{model}: blue TorchScript, orange ONNX Runtime")
+        ax.set_title(f"{model}: blue TorchScript, orange ONNX Runtime, green AOTInductor")
         ax.grid(alpha=0.3, which="both")
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -7,6 +7,7 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
+AOTI_SUFFIXES = (".pt2",)
 ONNX_SUFFIXES = (".onnx",)
 ORT_TELEMETRY_OPT_OUT = "ORT_DISABLE_TELEMETRY"
 TORCHSCRIPT_SUFFIXES = (".pt", ".torchscript", ".ts")
@@ -46,4 +47,8 @@ def load_backend(path: Path, gpu_id: int | None, threads: int, cuda_graph_sizes:
         from handlers.backends.torchscript import TorchScriptBackend
 
         return TorchScriptBackend(Path(path), gpu_id, threads, cuda_graph_sizes)
-    raise ValueError(f"no backend for {path.name!r}: expected {ONNX_SUFFIXES + TORCHSCRIPT_SUFFIXES}")
+    if suffix in AOTI_SUFFIXES:
+        from handlers.backends.aoti import AotiBackend
+
+        return AotiBackend(Path(path), gpu_id, threads)
+    raise ValueError(f"no backend for {path.name!r}: expected {ONNX_SUFFIXES + TORCHSCRIPT_SUFFIXES + AOTI_SUFFIXES}")

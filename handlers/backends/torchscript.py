@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -20,7 +21,10 @@ class TorchScriptBackend:
 
     def __init__(self, path: Path, gpu_id: int | None, threads: int, cuda_graph_sizes: Sequence[int] = ()) -> None:
         device_id = checked_gpu_id(gpu_id)
-        module = torch.jit.load(str(path), map_location="cpu").eval()
+        with warnings.catch_warnings():
+            # torch 2.13 deprecates torch.jit and warns per call; the log line below says it once, with the successor.
+            warnings.filterwarnings("ignore", message=r"`torch\.jit\.", category=DeprecationWarning)
+            module = torch.jit.load(str(path), map_location="cpu").eval()
         use_cuda = device_id is not None and torch.cuda.is_available() and not is_quantized(module)
         if device_id is not None and not use_cuda:
             reason = (f"torch {torch.__version__} has no CUDA" if not torch.cuda.is_available()
@@ -39,7 +43,8 @@ class TorchScriptBackend:
         self.graphs = TorchGraphRunner(self.module, self.device, self.input_dtype, cuda_graph_sizes) if (
             use_cuda and cuda_graph_sizes) else None
         self.copies = 0  # host<->device tensor copies so far (batch in + output out), on CUDA
-        logger.info("TorchScript backend: %s", self.describe())
+        logger.info("TorchScript backend: %s (torch.jit is deprecated in torch 2.13; a .pt2 archive is its successor)",
+                    self.describe())
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         """Run one batch; output comes back as float32 numpy on the host."""

@@ -15,6 +15,7 @@ from servekit.archiving import run_archive_sh
 from servekit.build import ModelBuild, build_model_dir, seal
 from servekit.client import npy_bytes
 from servekit.data import LABELS
+from servekit.export import AOTI_FILE, FORMATS
 from servekit.model_config import Batching
 from servekit.models import BENCH_CNN_SHAPE, BenchCNN
 
@@ -27,7 +28,7 @@ class BenchModel:
     """One model's archives (by handler kind) and one-instance request bodies (by encoding)."""
 
     name: str
-    archives: dict[str, str]        # "ours_ts", "ours_onnx", "plain_ts", "noop" -> .mar file name
+    archives: dict[str, str]        # "ours_ts", "ours_onnx", "ours_aoti", "plain_ts", "noop" -> .mar file name
     bodies: dict[str, Path]         # "json", "npy" -> body file
     model_dir: Path
     instance: np.ndarray
@@ -57,10 +58,13 @@ def write_bodies(directory: Path, name: str, instance: np.ndarray) -> dict[str, 
 
 
 def prepare(name: str, model: torch.nn.Module, contract: InputContract, heldout: np.ndarray, build_dir: Path,
-            store: Path, threads: int = 0) -> BenchModel:
-    """Export + validate, archive ours, plain and no-op, write bodies."""
+            store: Path, threads: int = 0, formats: tuple[str, ...] = FORMATS) -> BenchModel:
+    """Export + validate, archive ours, plain and no-op, write bodies.
+
+    ``formats`` without "aoti" skips the AOTInductor compile (tens of seconds) where no target serves it.
+    """
     model_dir = build_dir / name
-    build = ModelBuild(name, contract, LABELS, Batching())
+    build = ModelBuild(name, contract, LABELS, Batching(), formats=formats)
     build_model_dir(model, build, heldout, model_dir)
     if threads:
         _set_threads(model_dir / "model-config.yaml", threads)
@@ -73,6 +77,8 @@ def prepare(name: str, model: torch.nn.Module, contract: InputContract, heldout:
                                       model_dir / "model.pt"),
         "noop": archive_reference("noop", REFERENCE_HANDLERS / "noop_handler.py", store, None),
     }
+    if (model_dir / AOTI_FILE).exists():
+        archives["ours_aoti"] = f"{name}_aoti.mar"
     return BenchModel(name, archives, write_bodies(build_dir / "bodies", name, heldout[0]), model_dir, heldout[0])
 
 
@@ -84,18 +90,20 @@ def _set_threads(config_path: Path, threads: int) -> None:
     config_path.write_text(yaml.safe_dump(document, sort_keys=False))
 
 
-def bench_cnn(build_dir: Path, store: Path, threads: int = 0, name: str = "bench_cnn") -> BenchModel:
+def bench_cnn(build_dir: Path, store: Path, threads: int = 0, name: str = "bench_cnn",
+              formats: tuple[str, ...] = FORMATS) -> BenchModel:
     """The compute-bound 3x64x64 CNN with seeded random weights."""
     torch.manual_seed(BENCH_SEED)
     model = BenchCNN().eval()
     heldout = np.random.default_rng(BENCH_SEED).uniform(0, 1, size=(64, *BENCH_CNN_SHAPE)).astype(np.float32)
     contract = InputContract("image", BENCH_CNN_SHAPE, "float32", 0.0, 1.0)
-    return prepare(name, model, contract, heldout, build_dir, store, threads)
+    return prepare(name, model, contract, heldout, build_dir, store, threads, formats)
 
 
-def digits_mlp(build_dir: Path, store: Path, threads: int = 0, name: str = "digits_mlp") -> BenchModel:
+def digits_mlp(build_dir: Path, store: Path, threads: int = 0, name: str = "digits_mlp",
+               formats: tuple[str, ...] = FORMATS) -> BenchModel:
     """The trained demo MLP."""
     from servekit.demo import demo_build_inputs
 
     model, build, heldout = demo_build_inputs("digits_mlp", build_dir, Batching())
-    return prepare(name, model, build.contract, heldout, build_dir, store, threads)
+    return prepare(name, model, build.contract, heldout, build_dir, store, threads, formats)

@@ -22,7 +22,8 @@ def render_markdown(doc: dict) -> str:
             lines.append(f"| {r['label']} | " + " | ".join(cells) + f" | {sum(run['errors'] for run in r['runs'])} |")
         c = doc["ceilings"][model]
         lines += ["", f"In-process ceiling (same backend, batch {s['batch_size']}, {doc['threads']} threads, no HTTP): "
-                  f"TorchScript {c['in_process_ts']:,.0f} items/s, ONNX Runtime {c['in_process_onnx']:,.0f} items/s. "
+                  f"TorchScript {c['in_process_ts']:,.0f} items/s, ONNX Runtime {c['in_process_onnx']:,.0f} items/s"
+                  + (f", AOTInductor {c['in_process_aoti']:,.0f} items/s" if "in_process_aoti" in c else "") + ". "
                   f"Decode of one request: JSON {c['json_us']:,.0f} µs (worker's json.loads + array), npy {c['npy_us']:,.0f} µs.", ""]
         r = doc["ratios"][model]
         lines += [f"Ratios (best of ours = {r['best_ours']}, at c={r['concurrency']} unless 'best'):", "",
@@ -49,7 +50,7 @@ def plot(doc: dict, path: Path) -> None:
             conc = [run["concurrency"] for run in r["runs"]]
             axes[0][col].plot(conc, [run["throughput"] for run in r["runs"]], marker="o", label=r["label"])
             axes[1][col].plot(conc, [run["p99_ms"] for run in r["runs"]], marker="o", label=r["label"])
-        ceiling = max(doc["ceilings"][model]["in_process_ts"], doc["ceilings"][model]["in_process_onnx"])
+        ceiling = max(v for k, v in doc["ceilings"][model].items() if k.startswith("in_process_"))
         axes[0][col].axhline(ceiling, color="grey", linestyle="--", label="in-process ceiling")
         for row, ylabel in ((0, "requests/s"), (1, "p99 latency (ms)")):
             ax = axes[row][col]

@@ -148,10 +148,10 @@ def warm_up_frontend(client: TorchServeClient, bench: BenchModel, concurrency: i
 
 
 def ceilings(bench: BenchModel, setting: Setting, threads: int) -> dict[str, float]:
-    """In-process items/s of both formats at the served batch size and thread count, and decode cost."""
+    """In-process items/s of every format served at the served batch size and thread count, and decode cost."""
     result = {f"in_process_{fmt}": in_process_items_per_s(bench.model_dir / f"model.{ext}", bench.instance,
                                                           setting.batch_size, threads)
-              for fmt, ext in (("ts", "pt"), ("onnx", "onnx"))}
+              for fmt, ext in (("ts", "pt"), ("onnx", "onnx"), ("aoti", "pt2")) if f"ours_{fmt}" in bench.archives}
     result.update(decode_cost_us(bench.bodies["json"], bench.bodies["npy"], _input_name(bench)))
     return result
 

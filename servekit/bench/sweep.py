@@ -12,6 +12,9 @@ from servekit.bench.run import CONTENT_TYPES, Setting, start_server, warm_up_fro
 from servekit.bench.wrk import WrkResult
 
 
+SWEPT_FORMATS = ("torchscript", "onnx")  # the sweep serves ONNX; the plain baseline archive needs model.pt
+
+
 @dataclass(frozen=True)
 class SweepPoint:
     """One configuration and what it did."""
@@ -30,7 +33,7 @@ def run_sweep(model: str, build_dir: Path, reports_dir: Path, batch_sizes: list[
     prepare = {"digits_mlp": artifacts.digits_mlp, "bench_cnn": artifacts.bench_cnn}[model]
     benches = {}
     for count in threads:  # threads live in model-config.yaml, so one archive per count
-        benches[count] = prepare(build_dir, store, count, name=f"{model}_t{count}")
+        benches[count] = prepare(build_dir, store, count, name=f"{model}_t{count}", formats=SWEPT_FORMATS)
     points: list[SweepPoint] = []
     server = start_server(store, build_dir / "server")
     client = server.client

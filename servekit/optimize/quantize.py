@@ -1,18 +1,28 @@
-"""INT8 and FP16 conversions: PyTorch dynamic quantization, ONNX Runtime dynamic/static QDQ, ONNX FP16."""
+"""INT8 and FP16 conversions: PyTorch dynamic quantization, PT2E static INT8 (torchao), ONNX Runtime
+dynamic/static QDQ, ONNX FP16."""
 from __future__ import annotations
 
+import contextlib
 import copy
+import logging
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 import torch
 from torch import nn
 
+from servekit.deprecations import quiet_ao_quantization
+
 # Layer types torch's dynamic quantization supports; Conv layers are not among them, so a CNN
 # keeps FP32 convolutions and only its Linear layers become INT8.
 DYNAMIC_QUANT_LAYERS = {nn.Linear, nn.LSTM, nn.GRU, nn.RNNCell, nn.LSTMCell, nn.GRUCell}
 CALIBRATION_SAMPLES = 256
+CALIBRATION_BATCH = 32
+
+if TYPE_CHECKING:
+    from servekit.export import ExportSpec
 
 
 def torch_dynamic_int8(model: nn.Module) -> nn.Module:
@@ -21,7 +31,57 @@ def torch_dynamic_int8(model: nn.Module) -> nn.Module:
         # torch 2.13 warns that quantized dtypes will be deprecated; they still work, and the
         # report says so. Don't repeat it once per layer.
         warnings.filterwarnings("ignore", message="torch.quantize_per_tensor")
-        return torch.ao.quantization.quantize_dynamic(model.eval(), DYNAMIC_QUANT_LAYERS, dtype=torch.qint8)
+        with quiet_ao_quantization():
+            return torch.ao.quantization.quantize_dynamic(model.eval(), DYNAMIC_QUANT_LAYERS, dtype=torch.qint8)
+
+
+def pt2e_int8(model: nn.Module, spec: ExportSpec, calibration: np.ndarray) -> nn.Module:
+    """PT2E static INT8 with torchao's x86 Inductor quantizer: INT8 weights and activations, Conv included.
+
+    Returns the quantized (Q/DQ) eager module, the twin to validate against; ``export.export_aoti``
+    turns it into a ``.pt2`` whose Q/DQ pairs Inductor fuses into oneDNN INT8 kernels.
+    """
+    from servekit.export import capture
+
+    with _quiet_torchao_import():
+        from torchao.quantization.pt2e import allow_exported_model_train_eval
+        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+        from torchao.quantization.pt2e.quantizer import x86_inductor_quantizer as x86
+
+    quantizer = x86.X86InductorQuantizer().set_global(x86.get_default_x86_inductor_quantization_config())
+    for name in single_channel_convs(model):
+        quantizer.set_module_name_qconfig(name, None)
+    prepared = prepare_pt2e(capture(model, spec).module(), quantizer)
+    samples = torch.from_numpy(np.ascontiguousarray(calibration[:CALIBRATION_SAMPLES], dtype=np.float32))
+    with torch.no_grad():
+        for batch in samples.split(CALIBRATION_BATCH):
+            prepared(batch)
+    # The twin is validated like any model (which calls .eval()); exported modules refuse that by default.
+    return allow_exported_model_train_eval(convert_pt2e(prepared))
+
+
+def single_channel_convs(model: nn.Module) -> list[str]:
+    """Convolutions over one input channel: they stay FP32 in PT2E INT8.
+
+    torch 2.13 + torchao 0.18 compile an INT8 convolution with one input channel wrongly when the
+    batch is dynamic (AOTInductor output off by the size of the output itself; static batch is right;
+    3 or 4 channels are right). Seen on the digits CNN; the variant gates would reject it.
+    """
+    return [name for name, module in model.named_modules() if isinstance(module, nn.Conv2d) and module.in_channels == 1]
+
+
+@contextlib.contextmanager
+def _quiet_torchao_import() -> Iterator[None]:
+    """torchao's CPU-less CUDA kernels fail to load on a CPU wheel, logged per file; PT2E needs none of them."""
+    loggers = [logging.getLogger(name) for name in ("torchao", "torch.utils._pytree")]
+    levels = [log.level for log in loggers]
+    for log in loggers:
+        log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for log, level in zip(loggers, levels):
+            log.setLevel(level)
 
 
 def torch_fp16(model: nn.Module) -> nn.Module:

@@ -32,7 +32,7 @@ def test_rerun_overwrites_in_place(tmp_path: Path, built_models) -> None:
     for _ in range(2):
         result = run_archive_sh(tmp_path, directory)
         assert result.returncode == 0, result.stderr
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["digits_mlp_onnx.mar", "digits_mlp_ts.mar"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["digits_mlp_aoti.mar", "digits_mlp_onnx.mar", "digits_mlp_ts.mar"]
 
 
 def test_missing_artifact_fails_with_a_clear_message(tmp_path: Path, built_models) -> None:
@@ -41,7 +41,7 @@ def test_missing_artifact_fails_with_a_clear_message(tmp_path: Path, built_model
     shutil.copy(built_models["digits_mlp"].directory / "model-config.yaml", model_dir)
     result = run_archive_sh(tmp_path / "store", model_dir)
     assert result.returncode != 0
-    assert "has neither model.pt nor model.onnx" in result.stderr
+    assert "has none of model.pt, model.onnx, model.pt2" in result.stderr
     result = run_archive_sh(tmp_path / "store", tmp_path / "nowhere")
     assert result.returncode != 0 and "does not exist" in result.stderr
 

@@ -26,13 +26,15 @@ def test_bench_measures_every_target_and_writes_reports(tmp_path: Path) -> None:
     document = run_benchmark(tmp_path / "build", tmp_path / "reports", concurrencies=[2], duration_s=1,
                              setting=Setting(batch_size=4, max_batch_delay_ms=2), models=("digits_mlp",))
     labels = {r["label"] for r in document["results"]}
-    assert labels == {"ours ts (JSON)", "ours onnx (JSON)", "ours onnx (npy)", "plain ts (JSON)", "no-op (JSON)"}
+    assert labels == {"ours ts (JSON)", "ours onnx (JSON)", "ours aoti (JSON)", "ours onnx (npy)", "plain ts (JSON)",
+                      "no-op (JSON)"}
     for result in document["results"]:
         [run] = result["runs"]
         assert run["requests"] > 0 and run["errors"] == 0, result
     ratios = document["ratios"]["digits_mlp"]
     assert ratios["ours_over_plain_at_c"] > 0 and ratios["ours_over_in_process_best"] > 0
     assert document["ceilings"]["digits_mlp"]["in_process_onnx"] > 0
+    assert document["ceilings"]["digits_mlp"]["in_process_aoti"] > 0
     report = (tmp_path / "reports" / "bench.md").read_text()
     assert "| plain ts (JSON) |" in report and "ours / no-op" in report
     assert (tmp_path / "reports" / "bench.png").stat().st_size > 0

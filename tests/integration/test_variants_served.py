@@ -8,7 +8,7 @@ import pytest
 
 from handlers.encode import predictions
 from servekit.data import LABELS
-from servekit.variants import runner_for
+from servekit.variants import ARCHIVE_SUFFIX, runner_for
 from support.serving import BATCH_SIZE, MAX_BATCH_DELAY_MS, LiveServer, run_archive_sh
 
 pytestmark = pytest.mark.integration
@@ -23,14 +23,15 @@ def served_variants(live: LiveServer, model_store: Path, variant_results) -> dic
     assert result.returncode == 0, result.stderr
     archives = {}
     for r in passing:
-        archive = f"{r.path.parent.name}_{'onnx' if r.fmt == 'onnx' else 'ts'}"
+        archive = f"{r.path.parent.name}_{ARCHIVE_SUFFIX[r.fmt]}"
         live.client.register(f"{archive}.mar", batch_size=BATCH_SIZE, max_batch_delay_ms=MAX_BATCH_DELAY_MS)
         archives[archive] = r
     return archives
 
 
 def test_all_passing_variants_are_served(served_variants) -> None:
-    assert len(served_variants) >= 14  # 8 families x 2 models, less any variant a gate rejected
+    assert len(served_variants) >= 16  # 9 variants beyond FP32 x 2 models, less any variant a gate rejected
+    assert {"digits_mlp_pt2e_int8_aoti", "digits_cnn_pt2e_int8_aoti"} <= set(served_variants)
 
 
 def test_served_outputs_equal_in_process_outputs(live: LiveServer, served_variants, built_models) -> None:

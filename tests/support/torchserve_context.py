@@ -10,7 +10,7 @@ from ts.context import Context
 from ts.protocol.otf_message_handler import create_predict_response
 from ts.service import Service
 
-ARTIFACTS = ("model.pt", "model.onnx")  # the serialized files an archive of ours may hold
+ARTIFACTS = ("model.pt", "model.onnx", "model.pt2")  # the serialized files an archive of ours may hold
 
 
 def make_context(model_dir: Path, serialized_file: str, batch_size: int = 8) -> Context:

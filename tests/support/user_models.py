@@ -31,3 +31,20 @@ def branchy() -> nn.Module:
 
 def not_a_module() -> object:
     return object()
+
+
+class ItemScaled(nn.Module):
+    """Reads a tensor value into Python: tracing bakes it (right here, it is always true), torch.export refuses."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scale = 2.0 if float(x.abs().max()) >= 0 else 1.0
+        return self.linear(x) * scale
+
+
+def item_scaled() -> nn.Module:
+    torch.manual_seed(0)
+    return ItemScaled()

@@ -7,7 +7,7 @@ from servekit.deploy_size import closure
 from servekit.variants import Gates, judge
 
 EXPECTED = {"ts_fp32", "onnx_fp32", "ts_int8", "onnx_int8", "ts_pruned", "onnx_pruned", "ts_pruned_int8",
-            "onnx_pruned_int8", "onnx_qdq_int8", "ts_fp16", "onnx_fp16"}
+            "onnx_pruned_int8", "onnx_qdq_int8", "ts_fp16", "onnx_fp16", "aoti_fp32", "aoti_pt2e_int8"}
 
 
 def test_every_variant_is_built_for_both_models(variant_results) -> None:
@@ -17,9 +17,23 @@ def test_every_variant_is_built_for_both_models(variant_results) -> None:
 
 def test_int8_and_pruned_variants_pass_the_default_gates(variant_results) -> None:
     for r in variant_results:
-        if r.variant in {"ts_int8", "onnx_int8", "ts_pruned", "onnx_pruned", "ts_pruned_int8"}:
+        if r.variant in {"ts_int8", "onnx_int8", "ts_pruned", "onnx_pruned", "ts_pruned_int8", "aoti_fp32",
+                         "aoti_pt2e_int8"}:
             assert r.passed, f"{r.model} {r.variant}: {r.reason}"
             assert r.agreement >= 0.99 and r.path.exists()
+
+
+def test_pt2e_int8_runs_int8_kernels_and_matches_its_twin(variant_results) -> None:
+    """The .pt2 holds oneDNN INT8 calls (Inductor lowered the Q/DQ pairs), and still answers like its eager twin."""
+    import zipfile
+
+    for r in (r for r in variant_results if r.variant == "aoti_pt2e_int8"):
+        with zipfile.ZipFile(r.path) as package:
+            wrapper = "".join(package.read(n).decode() for n in package.namelist() if n.endswith("wrapper.cpp"))
+        assert "_qlinear_pointwise" in wrapper, r.model
+        if r.model == "digits_cnn":  # its second convolution; the first (one input channel) stays FP32 on purpose
+            assert "_qconv" in wrapper
+        assert r.reference == "pt2e_int8" and all(c.passed for c in r.output_check)
 
 
 def test_pruned_variants_report_sparsity(variant_results) -> None:
@@ -57,6 +71,7 @@ def test_every_variant_of_the_demo_models_passes_its_output_check(variant_result
 
 
 def test_failing_gate_removes_the_artifact_and_says_why(built_models, tmp_path) -> None:
+    from servekit.export import ExportSpec, export_torchscript
     from servekit.variants import VariantResult
 
     built = built_models["digits_mlp"]
@@ -66,7 +81,7 @@ def test_failing_gate_removes_the_artifact_and_says_why(built_models, tmp_path) 
 
     scrambled = type(built.model)()
     torch.manual_seed(1)
-    torch.jit.save(torch.jit.trace(scrambled.eval(), torch.zeros(2, 64)), str(broken))
+    export_torchscript(scrambled, ExportSpec("pixels", (64,)), broken)
     result = VariantResult("digits_mlp", "ts_broken", "broken", "torchscript", broken, "fp32", 1e-3, 1e-5)
     judge([result], built.model, built.x_test, built.y_test, Gates())
     assert not result.passed

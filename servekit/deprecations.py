@@ -1,0 +1,57 @@
+"""The retiring torch APIs we still use on purpose: their warnings, said once in a line of ours.
+
+torch 2.13 deprecates torch.jit (TorchScript) and torch.ao.quantization, and warns on every call.
+We keep building TorchScript and its dynamic INT8 variants (the design asks for them), so a user
+hears it once, with what replaces them, instead of a warning per export, load and layer.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import warnings
+from typing import Iterator
+
+logger = logging.getLogger(__name__)
+
+TORCHSCRIPT_RETIRING = ("TorchScript (model.pt) rests on torch.jit, which torch 2.13 deprecates; servekit still builds it "
+                        "and silences torch's warnings. Its successor is model.pt2 (torch.export + AOTInductor): "
+                        "see README, 'Formats and the APIs they rest on'.")
+AO_QUANTIZATION_RETIRING = ("TorchScript dynamic INT8 rests on torch.ao.quantization, which torch 2.13 deprecates; its "
+                            "successor for exported models is PT2E INT8 from torchao (the aoti_pt2e_int8 variant).")
+_said: set[str] = set()
+
+
+def say_once(note: str) -> None:
+    """Log ``note`` the first time only, in this process."""
+    if note not in _said:
+        _said.add(note)
+        logger.warning(note)
+
+
+@contextlib.contextmanager
+def quiet_torchscript() -> Iterator[None]:
+    """Inside: torch.jit's deprecation warnings are ignored; the first use says TORCHSCRIPT_RETIRING once."""
+    say_once(TORCHSCRIPT_RETIRING)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.", category=DeprecationWarning)
+        yield
+
+
+@contextlib.contextmanager
+def quiet_ao_quantization() -> Iterator[None]:
+    """Inside: torch.ao.quantization's deprecation warnings are ignored; said once as AO_QUANTIZATION_RETIRING."""
+    say_once(AO_QUANTIZATION_RETIRING)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"torch\.ao\.quantization is deprecated", category=DeprecationWarning)
+        yield
+
+
+@contextlib.contextmanager
+def quiet_inductor() -> Iterator[None]:
+    """Inductor's own code touches torch.jit and pytree APIs that torch deprecates, and its INT8 lowering copies
+    tensors in a way torch warns about: nothing a user can act on."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", message=r".*LeafSpec")
+        warnings.filterwarnings("ignore", message=r"To copy construct from a tensor", module=r"torch\._inductor")
+        yield
