@@ -1,21 +1,25 @@
-"""Decode one request body (JSON, raw .npy or Open Inference Protocol) into a numpy array; no contract checks here."""
+"""Decode one request body into named arrays: JSON and raw .npy here, .npz in ``npz.py``, the Open
+Inference Protocol in ``open_inference.py``. No signature checks here (``signature.py`` does them)."""
 from __future__ import annotations
 
 import json
 import re
 import struct
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
 from handlers.errors import MalformedRequest, RequestError, UnsupportedMediaType
-from handlers.open_inference import HEADER_LENGTH, PLAIN, V2, V2Options, decode_v2, is_v2, split_binary
+from handlers.open_inference import HEADER_LENGTH, OUTPUTS, PLAIN, V2, V2Options, decode_v2, is_v2, split_binary
 
 JSON_TYPES = ("application/json", "text/json")
 NPY_TYPES = ("application/x-npy", "application/npy", "application/octet-stream")
+NPZ_TYPES = ("application/x-npz", "application/npz")
 NPY_MAGIC = b"\x93NUMPY"
+ZIP_MAGIC = b"PK\x03\x04"  # an .npz is a zip of .npy files
 JSON_DATA_KEY = "data"
+JSON_INPUTS_KEY = "inputs"  # {"inputs": {"input_ids": [...], "attention_mask": [...]}}
 
 
 def media_type(content_type: str | None) -> str:
@@ -25,9 +29,9 @@ def media_type(content_type: str | None) -> str:
 
 @dataclass(frozen=True)
 class DecodedRequest:
-    """One request's array and, for an Open Inference Protocol request, what else it asked for."""
+    """One request's arrays by input name and, for an Open Inference Protocol request, what else it asked for."""
 
-    array: np.ndarray
+    arrays: dict[str, np.ndarray]
     v2: V2Options | None = None
 
     @property
@@ -35,25 +39,37 @@ class DecodedRequest:
         """The protocol the request spoke; its answer uses the same."""
         return PLAIN if self.v2 is None else V2
 
+    @property
+    def array(self) -> np.ndarray:
+        """The only array of a one-input request."""
+        if len(self.arrays) != 1:
+            raise MalformedRequest(f"expected one input; the request holds {sorted(self.arrays)}")
+        return next(iter(self.arrays.values()))
 
-def decode_request(payload: Any, content_type: str | None, input_name: str,
-                   header_length: str | None = None) -> DecodedRequest:
+
+def decode_request(payload: Any, content_type: str | None, input_names: str | Sequence[str],
+                   header_length: str | None = None, answer_names: Sequence[str] = OUTPUTS) -> DecodedRequest:
     """Like ``decode_payload``, but also recognises Open Inference Protocol (v2) requests, in JSON or
-    with the binary extension (``header_length`` is their ``Inference-Header-Content-Length``)."""
+    with the binary extension (``header_length`` is their ``Inference-Header-Content-Length``).
+
+    ``answer_names``: the v2 outputs this model answers, so a request asking for others fails here.
+    """
+    names = (input_names,) if isinstance(input_names, str) else tuple(input_names)
     if header_length is not None:
-        return _decoded_v2(payload, input_name, header_length)
+        return _decoded_v2(payload, names, answer_names, header_length)
     document = payload
     kind = media_type(content_type)
     # Triton's client sends v2 JSON without a content type: sniff it, as decode_payload does.
     if isinstance(payload, (bytes, bytearray, str)) and payload and (
-            kind in JSON_TYPES or (kind == "" and not _starts_like_npy(payload))):
+            kind in JSON_TYPES or (kind == "" and not _starts_like_binary(payload))):
         document = parse_json(payload)
     if is_v2(document):
-        return _decoded_v2(document, input_name)
-    return DecodedRequest(decode_payload(document, content_type, input_name))
+        return _decoded_v2(document, names, answer_names)
+    return DecodedRequest(decode_arrays(document, content_type, names))
 
 
-def _decoded_v2(document: Any, input_name: str, header_length: str | None = None) -> DecodedRequest:
+def _decoded_v2(document: Any, names: tuple[str, ...], answer_names: Sequence[str],
+                header_length: str | None = None) -> DecodedRequest:
     """A v2 request; its rejections are answered in the protocol's own error format."""
     try:
         binary = None
@@ -62,37 +78,54 @@ def _decoded_v2(document: Any, input_name: str, header_length: str | None = None
             document = parse_json(header)
             if not is_v2(document):
                 raise MalformedRequest(f"a body with {HEADER_LENGTH} must be a v2 request with 'inputs'")
-        array, options = decode_v2(document, input_name, binary)
+        arrays, options = decode_v2(document, names, binary, answer_names)
     except RequestError as error:
         error.protocol = V2
         raise
-    return DecodedRequest(array, options)
+    return DecodedRequest(arrays, options)
 
 
 def decode_payload(payload: Any, content_type: str | None, input_name: str) -> np.ndarray:
-    """Turn one request's body into an array.
+    """One-input models: turn one request's body into its array (see ``decode_arrays``)."""
+    return decode_arrays(payload, content_type, (input_name,))[input_name]
+
+
+def decode_arrays(payload: Any, content_type: str | None, names: Sequence[str]) -> dict[str, np.ndarray]:
+    """Turn one request's body into arrays by input name.
 
     ``payload`` is what the TorchServe worker hands over: bytes, str, or an already parsed
     JSON object (the worker parses ``application/json`` itself unless
-    ``TS_DECODE_INPUT_REQUEST=false``).
+    ``TS_DECODE_INPUT_REQUEST=false``). A raw .npy body feeds a one-input model; an .npz holds one
+    array per input.
     """
     kind = media_type(content_type)
     if payload is None or (isinstance(payload, (bytes, bytearray, str)) and len(payload) == 0):
         raise MalformedRequest("request body is empty; expected JSON {\"data\": ...} or an .npy array")
     if isinstance(payload, (dict, list)):
-        return _array_from_json(payload, input_name)
-    if kind in NPY_TYPES or (kind == "" and _starts_like_npy(payload)):
-        return decode_npy(bytes(payload) if isinstance(payload, bytearray) else payload)
+        return _arrays_from_json(payload, names)
+    if kind in NPZ_TYPES or (kind in ("",) + NPY_TYPES and _starts_like(payload, ZIP_MAGIC)):
+        from handlers.npz import decode_npz
+
+        return decode_npz(bytes(payload) if isinstance(payload, bytearray) else payload)
+    if kind in NPY_TYPES or (kind == "" and _starts_like(payload, NPY_MAGIC)):
+        if len(names) != 1:
+            raise MalformedRequest(f"this model takes {len(names)} inputs ({', '.join(names)}); "
+                                   "send them as .npz (application/x-npz) or JSON {\"inputs\": {...}}")
+        return {names[0]: decode_npy(bytes(payload) if isinstance(payload, bytearray) else payload)}
     if kind in JSON_TYPES or kind == "":
-        return _array_from_json(parse_json(payload), input_name)
+        return _arrays_from_json(parse_json(payload), names)
     raise UnsupportedMediaType(
-        f"content type {kind!r} is not supported; send application/json or application/x-npy"
+        f"content type {kind!r} is not supported; send application/json, application/x-npy or application/x-npz"
     )
 
 
-def _starts_like_npy(payload: bytes | bytearray | str) -> bool:
+def _starts_like_binary(payload: bytes | bytearray | str) -> bool:
+    return _starts_like(payload, NPY_MAGIC) or _starts_like(payload, ZIP_MAGIC)
+
+
+def _starts_like(payload: bytes | bytearray | str, magic: bytes) -> bool:
     # The worker hands over str only for text/* content types, never with no content type.
-    return isinstance(payload, (bytes, bytearray)) and payload[:len(NPY_MAGIC)] == NPY_MAGIC
+    return isinstance(payload, (bytes, bytearray)) and payload[:len(magic)] == magic
 
 
 def parse_json(payload: bytes | bytearray | str) -> Any:
@@ -153,22 +186,35 @@ def decode_npy(payload: bytes | str) -> np.ndarray:
     return array.reshape(shape, order=order)
 
 
-def _array_from_json(document: Any, input_name: str) -> np.ndarray:
+def _arrays_from_json(document: Any, names: Sequence[str]) -> dict[str, np.ndarray]:
+    """``{"data": x}`` (or ``{"<input name>": x}``) for one input; ``{"inputs": {name: x, ...}}`` for any."""
     if not isinstance(document, dict):
         raise MalformedRequest(f"JSON body must be an object like {{\"{JSON_DATA_KEY}\": [...]}}; got {type(document).__name__}")
+    if set(document) == {JSON_INPUTS_KEY} and isinstance(document[JSON_INPUTS_KEY], dict):
+        named = document[JSON_INPUTS_KEY]
+        unknown = sorted(set(named) - set(names))
+        if unknown:
+            raise MalformedRequest(f"JSON 'inputs' has {unknown}; this model takes {list(names)}")
+        return {name: _json_array(values, name) for name, values in named.items()}
+    if len(names) != 1:
+        raise MalformedRequest(f"this model takes inputs {list(names)}: send JSON "
+                               f"{{\"{JSON_INPUTS_KEY}\": {{\"{names[0]}\": [...], ...}}}}")
     keys = set(document)
-    accepted = {JSON_DATA_KEY, input_name}
+    accepted = {JSON_DATA_KEY, names[0]}
     if len(keys) != 1 or not keys <= accepted:
         raise MalformedRequest(
-            f"JSON body must have exactly one key, '{JSON_DATA_KEY}' (or '{input_name}'); got {sorted(keys)}"
+            f"JSON body must have exactly one key, '{JSON_DATA_KEY}' (or '{names[0]}'); got {sorted(keys)}"
         )
-    values = document[keys.pop()]
+    return {names[0]: _json_array(document[keys.pop()], JSON_DATA_KEY)}
+
+
+def _json_array(values: Any, key: str) -> np.ndarray:
     if not isinstance(values, list):
-        raise MalformedRequest(f"'{JSON_DATA_KEY}' must be a (nested) list of numbers; got {type(values).__name__}")
+        raise MalformedRequest(f"'{key}' must be a (nested) list of numbers; got {type(values).__name__}")
     try:
         array = np.asarray(values)
     except ValueError as err:
-        raise MalformedRequest(f"'{JSON_DATA_KEY}' is not a rectangular array of numbers: {err}") from None
+        raise MalformedRequest(f"'{key}' is not a rectangular array of numbers: {err}") from None
     if array.dtype == object:
-        raise MalformedRequest(f"'{JSON_DATA_KEY}' is ragged or holds non-numbers (null, objects); expected a rectangular array of numbers")
+        raise MalformedRequest(f"'{key}' is ragged or holds non-numbers (null, objects); expected a rectangular array of numbers")
     return array

@@ -6,7 +6,9 @@ import sys
 from typing import TYPE_CHECKING
 from pathlib import Path
 
-from handlers.contract import ConfigError, InputContract
+from handlers.contract import DEFAULT_THRESHOLD, TASKS, ConfigError, HandlerConfig, InputContract
+from handlers.signature import InputSpec, Signature
+from servekit.export import OUTPUT_NAME
 from servekit.model_config import Batching
 from servekit.optimize.prune import DEFAULT_AMOUNT as DEFAULT_PRUNE_AMOUNT
 from servekit.user_model import UserModelError
@@ -31,12 +33,22 @@ def main(argv: list[str] | None = None) -> int:
     source.add_argument("--factory", help="your model: 'package.module:function' returning an nn.Module")
     export.add_argument("--weights", type=Path, help="state_dict file for --factory")
     export.add_argument("--name", help="model name (archive names derive from it)")
-    export.add_argument("--input-name", default="input")
-    export.add_argument("--input-shape", help="per-instance shape without batch, e.g. 3,32,32")
+    export.add_argument("--task", choices=TASKS, help="what the outputs mean (required with --factory)")
+    export.add_argument("--input", action="append", dest="inputs", metavar="NAME:DTYPE:DIMS[:MIN..MAX]",
+                        help="one model input, in the order forward() takes them; DIMS per instance, '..' marks a "
+                             "dynamic dimension: input_ids:int64:1..128:0..29999 or x:float32:13 or image:float32:3,32,32")
+    export.add_argument("--output", action="append", dest="outputs", metavar="NAME",
+                        help=f"model output names, in the order forward() returns them (default: {OUTPUT_NAME})")
+    export.add_argument("--input-name", default="input", help="one float32 input: its name (or use --input)")
+    export.add_argument("--input-shape", help="one float32 input: per-instance shape without batch, e.g. 3,32,32")
     export.add_argument("--min", type=float, dest="min_value", help="smallest allowed input value")
     export.add_argument("--max", type=float, dest="max_value", help="largest allowed input value")
     export.add_argument("--labels", help="comma-separated class labels")
-    export.add_argument("--heldout", type=Path, help=".npy of held-out inputs [N, *shape] to validate on")
+    export.add_argument("--multi-label", action="store_true", help="classification: sigmoid per class, not softmax")
+    export.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD, help="multi-label: predicted at or above")
+    export.add_argument("--normalize", action="store_true", help="embedding: L2-normalise each vector")
+    export.add_argument("--heldout", type=Path,
+                        help="held-out inputs to validate on: .npy [N, *shape], or .npz with one array per input")
     export.add_argument("--rtol", type=float, default=DEFAULT_RTOL)
     export.add_argument("--atol", type=float, default=DEFAULT_ATOL)
     _add_batching_arguments(export)
@@ -152,19 +164,58 @@ def _export(args: argparse.Namespace) -> int:
     else:
         from servekit.user_model import heldout_inputs, load_user_model
 
-        if not args.input_shape or not args.name:
-            print("error: --factory needs --name and --input-shape", file=sys.stderr)
+        if not args.name or not args.task:
+            print(f"error: --factory needs --name and --task ({'|'.join(TASKS)}): the export never guesses "
+                  "what the outputs mean", file=sys.stderr)
             return 2
-        shape = tuple(int(d) for d in args.input_shape.split(","))
-        contract = InputContract(args.input_name, shape, "float32", args.min_value, args.max_value)
+        signature = _signature(args)
         model = load_user_model(args.factory, args.weights)
         labels = tuple(args.labels.split(",")) if args.labels else ()
-        build = ModelBuild(args.name, contract, labels, _batching(args))
-        heldout = heldout_inputs(args.heldout, shape, args.min_value, args.max_value)
+        task = {"task": args.task}
+        if args.multi_label:
+            task.update(multi_label=True, threshold=args.threshold)
+        if args.normalize:
+            task["normalize"] = True
+        build = ModelBuild(args.name, signature, labels, _batching(args), task=task)
+        heldout = heldout_inputs(args.heldout, signature)
     print(f"exporting {build.name} -> {args.build_dir / build.name}")
     build_model_dir(model, build, heldout, args.build_dir / build.name, rtol=args.rtol, atol=args.atol)
     print(f"validated {build.name}: TorchScript and ONNX match eager PyTorch (rtol={args.rtol:g}, atol={args.atol:g})")
     return 0
+
+
+def _signature(args: argparse.Namespace) -> Signature:
+    """From repeated --input/--output, or the one float32 input of --input-name/--input-shape/--min/--max."""
+    outputs = tuple(args.outputs or (OUTPUT_NAME,))
+    if args.inputs:
+        if args.input_shape:
+            raise ConfigError("give either --input (any number) or --input-shape, not both")
+        return Signature(tuple(parse_input_option(text, args.min_value, args.max_value) for text in args.inputs),
+                         outputs)
+    if not args.input_shape:
+        raise ConfigError("--factory needs its inputs: --input NAME:DTYPE:DIMS (repeatable) or --input-shape")
+    shape = tuple(int(d) for d in args.input_shape.split(","))
+    return Signature((InputContract(args.input_name, shape, "float32", args.min_value, args.max_value),), outputs)
+
+
+def parse_input_option(text: str, min_value: float | None = None, max_value: float | None = None) -> InputSpec:
+    """``NAME:DTYPE:DIMS[:MIN..MAX]`` -> InputSpec; DIMS comma-separated, ``LOW..HIGH`` for a dynamic one.
+
+    ``--min``/``--max`` apply to every input that gives no range of its own.
+    """
+    parts = text.split(":")
+    if len(parts) not in (3, 4) or not all(parts[:3]):
+        raise ConfigError(f"--input {text!r} must look like NAME:DTYPE:DIMS[:MIN..MAX], e.g. input_ids:int64:1..128")
+    name, dtype, dims = parts[:3]
+    if len(parts) == 4:
+        low, separator, high = parts[3].partition("..")
+        try:
+            if not separator:
+                raise ValueError(parts[3])
+            min_value, max_value = float(low), float(high)
+        except ValueError:
+            raise ConfigError(f"--input {text!r}: the range must look like MIN..MAX, e.g. 0..29999") from None
+    return InputSpec(name, tuple(dims.split(",")), dtype, min_value, max_value)
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -240,7 +291,7 @@ def _user_variant_inputs(args: argparse.Namespace) -> VariantInputs:
     base_dir = args.build_dir / args.name
     if not (base_dir / MODEL_CONFIG_FILE).exists():
         raise UserModelError(f"{base_dir / MODEL_CONFIG_FILE} is missing: run 'servekit export --factory ... --name {args.name}' first")
-    contract = InputContract.from_dict(yaml.safe_load((base_dir / MODEL_CONFIG_FILE).read_text())["handler"]["input"])
+    signature = HandlerConfig.from_model_yaml(yaml.safe_load((base_dir / MODEL_CONFIG_FILE).read_text())).signature
     load = lambda path: np.load(path, allow_pickle=False)  # noqa: E731
     x_test, y_test = load(args.heldout).astype(np.float32), load(args.heldout_labels).astype(np.int64)
     x_cal = load(args.calibration).astype(np.float32) if args.calibration else x_test
@@ -248,7 +299,7 @@ def _user_variant_inputs(args: argparse.Namespace) -> VariantInputs:
     if args.finetune_epochs and y_cal is None:
         raise UserModelError("--finetune-epochs needs --calibration and --calibration-labels")
     return VariantInputs(args.name, load_user_model(args.factory, args.weights),
-                         ExportSpec(contract.name, contract.shape), base_dir, x_cal,
+                         ExportSpec.of(signature), base_dir, x_cal,
                          y_cal if y_cal is not None else np.zeros(len(x_cal), np.int64), x_test, y_test)
 
 

@@ -67,3 +67,16 @@ def variant_results(built_models: dict[str, BuiltModel], digits: DigitsSplit):
         prune_empty_family_dirs(mine)
         results.extend(mine)
     return results
+
+
+@pytest.fixture(scope="session")
+def any_models(tmp_path_factory: pytest.TempPathFactory, built_models) -> dict[str, Path]:
+    """A regressor, a two-output regressor, an embedder and a two-input text classifier, exported once.
+
+    After the demo models: a handler loaded here sets torch's process-wide thread count, and the demo
+    CNN trained under another count gives a static-QDQ variant just past its output tolerance.
+    """
+    from support.any_models import ANY_MODELS, export_any_model
+
+    root = tmp_path_factory.mktemp("any_models")
+    return {name: export_any_model(model, root) for name, model in ANY_MODELS.items()}

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 
@@ -15,7 +16,8 @@ logger = logging.getLogger(__name__)
 
 CUDA_PROVIDER = "CUDAExecutionProvider"
 CPU_PROVIDER = "CPUExecutionProvider"
-ORT_TO_NUMPY = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
+ORT_TO_NUMPY = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
+                "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(uint8)": np.uint8, "tensor(bool)": np.bool_}
 
 
 class OnnxRuntimeBackend:
@@ -37,6 +39,7 @@ class OnnxRuntimeBackend:
         self.session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
         self.input_name = self.session.get_inputs()[0].name
         self.input_dtype = ORT_TO_NUMPY.get(self.session.get_inputs()[0].type, np.float32)
+        self.input_dtypes = {i.name: ORT_TO_NUMPY.get(i.type, np.float32) for i in self.session.get_inputs()}
         if wants_cuda and self.session.get_providers()[0] != CUDA_PROVIDER:
             logger.warning("CUDA was requested for GPU %s but ONNX Runtime runs on %s", gpu_id, self.session.get_providers())
         logger.info("ONNX Runtime backend: %s", self.describe())
@@ -45,6 +48,14 @@ class OnnxRuntimeBackend:
         """Run one batch; output comes back as float32 numpy."""
         feed = {self.input_name: batch.astype(self.input_dtype, copy=False)}
         return np.asarray(self.session.run(None, feed)[0], dtype=np.float32)
+
+    def run_named(self, inputs: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        """Feed every session input by name (cast to the graph's dtype); all outputs in the graph's order.
+
+        An input the exporter dropped (the model never reads it) is not fed."""
+        feed = {name: array.astype(self.input_dtypes[name], copy=False) for name, array in inputs.items()
+                if name in self.input_dtypes}
+        return self.session.run(None, feed)
 
     def describe(self) -> str:
         """Runtime, providers and threads."""

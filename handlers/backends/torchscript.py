@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any, Mapping
 
 import numpy as np
 import torch
@@ -31,6 +32,15 @@ class TorchScriptBackend:
             output = self.module(tensor)
         return output.float().cpu().numpy()
 
+    def run_named(self, inputs: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        """Call the module with the inputs as positional arguments in signature order. Floating inputs
+        take the module's float dtype; integer and bool inputs keep theirs (int64 ids stay int64)."""
+        tensors = [torch.from_numpy(array).to(self.device, dtype=self.input_dtype if array.dtype.kind == "f" else None,
+                                              non_blocking=True) for array in inputs.values()]
+        with torch.inference_mode():
+            output = self.module(*tensors)
+        return [t.float().cpu().numpy() if t.is_floating_point() else t.cpu().numpy() for t in _as_tensors(output)]
+
     def describe(self) -> str:
         """Runtime, device, dtype and threads."""
         threads = "" if self.device.type == "cuda" else f", {self.threads} intra-op threads"
@@ -43,3 +53,12 @@ def _first_param_dtype(module: torch.jit.ScriptModule) -> torch.dtype:
         if param.dtype.is_floating_point:
             return param.dtype
     return torch.float32
+
+
+def _as_tensors(output: Any) -> list[torch.Tensor]:
+    """A module's result as a list: one tensor, a tuple/list of them, or a dict (in its order)."""
+    if isinstance(output, torch.Tensor):
+        return [output]
+    if isinstance(output, dict):
+        return list(output.values())
+    return list(output)

@@ -15,7 +15,7 @@ def test_user_model_exports_with_contract_and_batching(tmp_path: Path, capsys: p
     weights = tmp_path / "w.pt"
     torch.save(tiny_classifier().state_dict(), weights)
     status = main(["export", "--factory", "support.user_models:tiny_classifier", "--weights", str(weights),
-                   "--name", "mine", "--input-name", "features", "--input-shape", "4", "--min", "-1", "--max", "1",
+                   "--name", "mine", "--task", "classification", "--input-name", "features", "--input-shape", "4", "--min", "-1", "--max", "1",
                    "--labels", "a,b,c", "--batch-size", "8", "--max-batch-delay", "3", "--build-dir", str(tmp_path)])
     assert status == 0
     out_dir = tmp_path / "mine"
@@ -28,7 +28,7 @@ def test_user_model_exports_with_contract_and_batching(tmp_path: Path, capsys: p
 
 
 def test_broken_export_exits_non_zero_with_the_difference(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    status = main(["export", "--factory", "support.user_models:branchy", "--name", "bad",
+    status = main(["export", "--factory", "support.user_models:branchy", "--name", "bad", "--task", "classification",
                    "--input-shape", "4", "--min", "0.1", "--max", "1", "--build-dir", str(tmp_path)])
     assert status == 2
     err = capsys.readouterr().err
@@ -43,7 +43,8 @@ def test_broken_export_exits_non_zero_with_the_difference(tmp_path: Path, capsys
 ])
 def test_bad_model_reference_is_explained(tmp_path: Path, capsys: pytest.CaptureFixture,
                                           reference: str, message: str) -> None:
-    status = main(["export", "--factory", reference, "--name", "x", "--input-shape", "4", "--build-dir", str(tmp_path)])
+    status = main(["export", "--factory", reference, "--name", "x", "--task", "classification", "--input-shape", "4",
+                   "--build-dir", str(tmp_path)])
     assert status == 2 and message in capsys.readouterr().err
 
 
@@ -62,7 +63,7 @@ def test_user_model_variants_are_gated_archived_and_reported(tmp_path: Path, cap
     np.save(tmp_path / "y.npy", eager_predictions(model, x))  # labels = FP32's answers
     common = ["--factory", "support.user_models:tiny_classifier", "--weights", str(weights), "--name", "mine",
               "--build-dir", str(tmp_path / "build")]
-    assert main(["export", *common, "--input-name", "features", "--input-shape", "4", "--min", "-1", "--max", "1",
+    assert main(["export", *common, "--task", "classification", "--input-name", "features", "--input-shape", "4", "--min", "-1", "--max", "1",
                  "--heldout", str(tmp_path / "x.npy")]) == 0
     assert main(["variants", *common, "--heldout", str(tmp_path / "x.npy"), "--heldout-labels", str(tmp_path / "y.npy"),
                  "--model-store", str(tmp_path / "store"), "--reports-dir", str(tmp_path / "reports")]) == 0
