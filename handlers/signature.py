@@ -53,12 +53,10 @@ def parse_dim(raw: Any) -> Dim:
         return raw
     text = str(raw).strip()
     try:
-        if RANGE_SEPARATOR in text:
-            low, high = text.split(RANGE_SEPARATOR, 1)
-            return Range(int(low), int(high))
-        return int(text)
+        sizes = [int(part) for part in text.split(RANGE_SEPARATOR, 1)]
     except ValueError:
         raise ConfigError(f"dimension {raw!r} must be a size (16) or a range (1..128)") from None
+    return Range(*sizes) if len(sizes) == 2 else sizes[0]
 
 
 def axis_name(position: int) -> str:

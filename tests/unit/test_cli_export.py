@@ -84,3 +84,30 @@ def test_user_model_variants_need_labelled_heldout(tmp_path: Path, capsys: pytes
     assert main(["variants", "--factory", "support.user_models:tiny_classifier", "--name", "mine",
                  "--build-dir", str(tmp_path)]) == 2
     assert "need --heldout, --heldout-labels" in capsys.readouterr().err
+
+
+def test_a_trace_that_baked_in_one_length_is_refused_with_every_failing_case(tmp_path: Path,
+                                                                             capsys: pytest.CaptureFixture) -> None:
+    status = main(["export", "--factory", "support.user_models:baked_length", "--name", "baked", "--task", "embedding",
+                   "--input", "input_ids:int64:1..16:0..49", "--input", "attention_mask:int64:1..16:0..1",
+                   "--build-dir", str(tmp_path)])
+    assert status == 2
+    err = capsys.readouterr().err
+    assert "export validation failed" in err and "length    1: max |diff|" in err and "length   16: max |diff|" in err
+    assert "length    8" not in err  # the length it was traced at is right
+    assert not (tmp_path / "baked" / "model-config.yaml").exists()
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    (["--input-shape", "4"], "needs --name and --task"),
+    (["--task", "regression", "--input", "x:float32"], "must look like NAME:DTYPE:DIMS"),
+    (["--task", "regression", "--input", "x:float32:0..4"], "needs 1 <= low <= high"),
+    (["--task", "regression", "--input", "x:complex64:4"], "not one of"),
+    (["--task", "regression", "--input", "x:float32:4:lo..hi"], "range must look like MIN..MAX"),
+    (["--task", "regression", "--input", "x:float32:4", "--labels", "a,b"], "are for classification"),
+])
+def test_bad_signature_options_are_explained(tmp_path: Path, capsys: pytest.CaptureFixture, options: list[str],
+                                             message: str) -> None:
+    status = main(["export", "--factory", "support.user_models:tiny_classifier", "--name", "x", *options,
+                   "--build-dir", str(tmp_path)])
+    assert status == 2 and message in capsys.readouterr().err
