@@ -95,11 +95,17 @@ def request_input(row: dict, context: Any, idx: int) -> RequestInput:
     if name is None and len(row) == 1:
         name = next(iter(row))
     if name is None:
-        return RequestInput(None, None)
-    header = context.get_request_header(idx, name)
-    content_type = header.get("content-type") if isinstance(header, dict) else header
+        # A multipart form with several fields: each is a key of the row (image models read them all).
+        fields = tuple((key, value, _content_type(context, idx, key)) for key, value in row.items())
+        return RequestInput(None, None, fields=fields)
     header_length = _header(context, idx, HEADER_LENGTH)
-    return RequestInput(row[name], content_type, header_length, _header(context, idx, ACCEPT))
+    return RequestInput(row[name], _content_type(context, idx, name), header_length, _header(context, idx, ACCEPT))
+
+
+def _content_type(context: Any, idx: int, name: str) -> str | None:
+    # The worker stores each row key's content type as a request header named after the key.
+    header = context.get_request_header(idx, name)
+    return header.get("content-type") if isinstance(header, dict) else header
 
 
 def _header(context: Any, idx: int, name: str) -> str | None:

@@ -6,12 +6,15 @@ import json
 import re
 import struct
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
 from handlers.errors import MalformedRequest, RequestError, UnsupportedMediaType
 from handlers.open_inference import HEADER_LENGTH, OUTPUTS, PLAIN, V2, V2Options, decode_v2, is_v2, split_binary
+
+if TYPE_CHECKING:
+    from handlers.image import ImagePreprocess
 
 JSON_TYPES = ("application/json", "text/json")
 NPY_TYPES = ("application/x-npy", "application/npy", "application/octet-stream")
@@ -48,12 +51,20 @@ class DecodedRequest:
 
 
 def decode_request(payload: Any, content_type: str | None, input_names: str | Sequence[str],
-                   header_length: str | None = None, answer_names: Sequence[str] = OUTPUTS) -> DecodedRequest:
+                   header_length: str | None = None, answer_names: Sequence[str] = OUTPUTS,
+                   images: Mapping[str, ImagePreprocess] | None = None,
+                   fields: Sequence[tuple[str, Any, str | None]] = ()) -> DecodedRequest:
     """Like ``decode_payload``, but also recognises Open Inference Protocol (v2) requests, in JSON or
     with the binary extension (``header_length`` is their ``Inference-Header-Content-Length``).
 
     ``answer_names``: the v2 outputs this model answers, so a request asking for others fails here.
+    ``images``: the model's image inputs; their requests carry encoded images (``image_bodies.py``),
+    also as multipart form ``fields`` (name, value, content type).
     """
+    if images:
+        from handlers.image_bodies import decode_image_request
+
+        return decode_image_request(payload, content_type, images, header_length, answer_names, fields)
     names = (input_names,) if isinstance(input_names, str) else tuple(input_names)
     if header_length is not None:
         return _decoded_v2(payload, names, answer_names, header_length)

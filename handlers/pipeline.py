@@ -38,6 +38,7 @@ class RequestInput:
     content_type: str | None
     header_length: str | None = None
     accept: str | None = None  # application/x-npy asks for a binary answer
+    fields: tuple[tuple[str, Any, str | None], ...] = ()  # multipart form: (name, value, content type) per field
 
 
 @dataclass
@@ -75,6 +76,7 @@ class InferencePipeline:
         self.backend = backend
         self.model_name = model_name
         self.task = task if task is not None else make_task(config)
+        self.images = self.signature.images
 
     def run(self, requests: Sequence[RequestInput]) -> tuple[list[Answer], StageTimes]:
         """Answer every request; also say how long each stage took and how many instances ran together."""
@@ -107,7 +109,7 @@ class InferencePipeline:
         for idx, request in enumerate(requests):
             try:
                 decoded = decode_request(request.payload, request.content_type, self.signature.names,
-                                         request.header_length, self.task.v2_outputs)
+                                         request.header_length, self.task.v2_outputs, self.images, request.fields)
             except RequestError as error:
                 answers[idx] = _error_answer(error, error.protocol)
                 continue

@@ -10,11 +10,14 @@ different lengths in one batch are padded to the batch's longest, never to the m
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
 from handlers.errors import InvalidInput, TooManyInstances
+
+if TYPE_CHECKING:
+    from handlers.image import ImagePreprocess
 
 DTYPES = ("float32", "float16", "float64", "int64", "int32", "uint8", "bool")
 DEFAULT_OUTPUT = "logits"
@@ -74,6 +77,7 @@ class InputSpec:
     min_value: float | None = None
     max_value: float | None = None
     pad_value: float = 0
+    image: ImagePreprocess | None = None  # an image input: requests send encoded images, decoded by this
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -86,11 +90,20 @@ class InputSpec:
             raise ConfigError(f"input '{self.name}': dtype {self.dtype!r} not one of {DTYPES}")
         if self.min_value is not None and self.max_value is not None and self.min_value > self.max_value:
             raise ConfigError(f"input '{self.name}': min {self.min_value} > max {self.max_value}")
+        if self.image is not None:
+            if self.dtype != "float32" or self.dynamic:
+                raise ConfigError(f"image input '{self.name}' must be float32 with a fixed shape")
+            self.image.check_shape(shape)
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> InputSpec:
         """Build from one input mapping of model-config.yaml."""
         try:
+            image = None
+            if raw.get("image") is not None:
+                from handlers.image import ImagePreprocess
+
+                image = ImagePreprocess.from_dict(raw["image"], [int(d) for d in raw["shape"]])
             return cls(
                 name=str(raw["name"]),
                 shape=tuple(parse_dim(d) for d in raw["shape"]),
@@ -98,6 +111,7 @@ class InputSpec:
                 min_value=_optional_float(raw.get("min")),
                 max_value=_optional_float(raw.get("max")),
                 pad_value=float(raw.get("pad", 0)),
+                image=image,
             )
         except KeyError as missing:
             raise ConfigError(f"an input needs {missing}; got keys {sorted(raw)}") from None
@@ -112,6 +126,8 @@ class InputSpec:
             out["max"] = self.max_value
         if self.pad_value:
             out["pad"] = self.pad_value
+        if self.image is not None:
+            out["image"] = self.image.to_dict()
         return out
 
     @property
@@ -135,7 +151,10 @@ class InputSpec:
         """Check one request's array and return it as ``[n, *shape]`` in the declared dtype.
 
         Accepts one instance (``shape``) or several (``[n, *shape]``); the number of dimensions decides.
+        An image input holds decoded pixels ``[n, height, width, channels]`` (uint8) until the batch is stacked.
         """
+        if self.image is not None:
+            return self._as_pixels(array, max_instances)
         self._check_dtype(array)
         if array.ndim == len(self.shape) and self._fits(array.shape):
             array = array[np.newaxis]
@@ -152,6 +171,13 @@ class InputSpec:
                 f"input '{self.name}' holds {count} instances; at most {max_instances} per request"
             )
         return np.ascontiguousarray(array, dtype=self.dtype)
+
+    def _as_pixels(self, array: np.ndarray, max_instances: int) -> np.ndarray:
+        if array.dtype != np.uint8 or array.shape[1:] != self.image.pixels_shape:
+            raise InvalidInput(f"input '{self.name}' takes encoded images (JPEG, PNG, WebP), not a tensor")
+        if array.shape[0] > max_instances:
+            raise TooManyInstances(f"input '{self.name}' holds {array.shape[0]} images; at most {max_instances} per request")
+        return array
 
     def _check_dtype(self, array: np.ndarray) -> None:
         wanted = np.dtype(self.dtype)
@@ -178,8 +204,8 @@ class InputSpec:
 
         min/max propagate NaN, so NaN and Inf both fail here; ``check_values`` then names them.
         """
-        if batch.size == 0 or batch.dtype.kind == "b":
-            return True
+        if batch.size == 0 or batch.dtype.kind == "b" or self.image is not None:
+            return True  # an image's pixels are 0..255 by construction
         low, high = batch.min(), batch.max()
         if batch.dtype.kind == "f" and not (np.isfinite(low) and np.isfinite(high)):
             return False  # NaN or Inf somewhere
@@ -187,7 +213,7 @@ class InputSpec:
 
     def check_values(self, array: np.ndarray) -> None:
         """Raise InvalidInput naming NaN/Inf or the out-of-range value."""
-        if array.size == 0 or array.dtype.kind == "b":
+        if array.size == 0 or array.dtype.kind == "b" or self.image is not None:
             return
         if array.dtype.kind == "f" and not np.isfinite(array).all():
             bad = int(np.size(array) - np.count_nonzero(np.isfinite(array)))
@@ -217,6 +243,8 @@ class Signature:
         for kind, names in (("input", [i.name for i in self.inputs]), ("output", list(self.outputs))):
             if len(set(names)) != len(names):
                 raise ConfigError(f"{kind} names must be unique, got {names}")
+        if self.images and len(self.inputs) > 1:
+            raise ConfigError(f"an image input must be the model's only input; got {list(self.names)}")
 
     @classmethod
     def from_dicts(cls, inputs: Sequence[Mapping[str, Any]], outputs: Sequence[Any] | None = None) -> Signature:
@@ -238,6 +266,11 @@ class Signature:
     def dynamic(self) -> bool:
         """Whether any input has a dynamic per-instance dimension."""
         return any(spec.dynamic for spec in self.inputs)
+
+    @property
+    def images(self) -> dict[str, ImagePreprocess]:
+        """The image inputs by name, with their preprocessing (empty for a model that takes tensors)."""
+        return {spec.name: spec.image for spec in self.inputs if spec.image is not None}
 
     def lengths(self) -> tuple[int, ...]:
         """The lengths every dynamic dimension is validated at: shortest, middle, longest (of the tightest range)."""
@@ -283,9 +316,10 @@ class Signature:
 
     def stack(self, requests: Sequence[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
         """One batch from per-request arrays; dynamic dimensions padded to the batch's longest."""
-        if len(requests) == 1:
+        if len(requests) == 1 and not self.images:
             return dict(requests[0])  # no copy, no padding
-        return {spec.name: _padded_concat([r[spec.name] for r in requests], spec.pad_value, spec.dtype)
+        return {spec.name: spec.image.to_model([r[spec.name] for r in requests]) if spec.image is not None
+                else _padded_concat([r[spec.name] for r in requests], spec.pad_value, spec.dtype)
                 for spec in self.inputs}
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from handlers.contract import DEFAULT_THRESHOLD, TASKS, ConfigError, HandlerConfig, InputContract
 from handlers.signature import InputSpec, Signature
 from servekit.export import OUTPUT_NAME
+from servekit.images import add_image_arguments
 from servekit.model_config import Batching
 from servekit.optimize.prune import DEFAULT_AMOUNT as DEFAULT_PRUNE_AMOUNT
 from servekit.user_model import UserModelError
@@ -48,9 +49,11 @@ def main(argv: list[str] | None = None) -> int:
     export.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD, help="multi-label: predicted at or above")
     export.add_argument("--normalize", action="store_true", help="embedding: L2-normalise each vector")
     export.add_argument("--heldout", type=Path,
-                        help="held-out inputs to validate on: .npy [N, *shape], or .npz with one array per input")
+                        help="held-out inputs to validate on: .npy [N, *shape], .npz with one array per input, or "
+                             "(image inputs) a directory of image files")
     export.add_argument("--rtol", type=float, default=DEFAULT_RTOL)
     export.add_argument("--atol", type=float, default=DEFAULT_ATOL)
+    add_image_arguments(export)
     _add_batching_arguments(export)
     export.add_argument("--build-dir", type=Path, default=DEFAULT_BUILD_DIR)
     export.set_defaults(run=_export)
@@ -169,6 +172,10 @@ def _export(args: argparse.Namespace) -> int:
                   "what the outputs mean", file=sys.stderr)
             return 2
         signature = _signature(args)
+        from servekit.images import heldout_images, image_signature, wants_image
+
+        if wants_image(args):
+            signature = image_signature(signature, args)
         model = load_user_model(args.factory, args.weights)
         labels = tuple(args.labels.split(",")) if args.labels else ()
         task = {"task": args.task}
@@ -177,7 +184,10 @@ def _export(args: argparse.Namespace) -> int:
         if args.normalize:
             task["normalize"] = True
         build = ModelBuild(args.name, signature, labels, _batching(args), task=task)
-        heldout = heldout_inputs(args.heldout, signature)
+        if signature.images and (args.heldout is None or args.heldout.is_dir()):
+            heldout = heldout_images(args.heldout, signature)  # real photos, preprocessed as the handler does
+        else:
+            heldout = heldout_inputs(args.heldout, signature)
     print(f"exporting {build.name} -> {args.build_dir / build.name}")
     build_model_dir(model, build, heldout, args.build_dir / build.name, rtol=args.rtol, atol=args.atol)
     print(f"validated {build.name}: TorchScript and ONNX match eager PyTorch (rtol={args.rtol:g}, atol={args.atol:g})")

@@ -80,3 +80,11 @@ def any_models(tmp_path_factory: pytest.TempPathFactory, built_models) -> dict[s
 
     root = tmp_path_factory.mktemp("any_models")
     return {name: export_any_model(model, root) for name, model in ANY_MODELS.items()}
+
+
+@pytest.fixture(scope="session")
+def image_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny image classifier, exported with declared preprocessing (support.image_models)."""
+    from support.image_models import export_tiny_vision
+
+    return export_tiny_vision(tmp_path_factory.mktemp("image_models"))
