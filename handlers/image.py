@@ -154,7 +154,7 @@ class ImagePreprocess:
         except Image.DecompressionBombError as err:
             raise TooManyPixels(f"{what} is a decompression bomb: {err}") from None
         except (OSError, SyntaxError, ValueError) as err:
-            raise MalformedRequest(f"{what} is a damaged {fmt}: {err}") from None
+            raise MalformedRequest(f"{what} is a damaged or truncated {fmt}: {err}") from None
         width, height = image.size
         if width * height > self.max_pixels:
             raise TooManyPixels(f"{what} has {width}x{height} = {width * height:,} pixels; this model accepts at "

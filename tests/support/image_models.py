@@ -1,41 +1,16 @@
-"""A tiny image classifier (3x32x32 RGB -> 3 classes) exported through `servekit export --image-*` as a
-user would, and real photographs (scikit-learn's samples) in every format and flaw a client may send."""
+"""The tiny image classifier (servekit.vision, exported through `servekit export --image-*` as a user
+would) and real photographs (scikit-learn's samples) in every format and flaw a client may send."""
 from __future__ import annotations
 
 import io
-import struct
-import zlib
-from pathlib import Path
 
 import numpy as np
-import torch
-from torch import nn
 
-from servekit.cli import main
 from servekit.images import encode, sample_photos
+from servekit.vision import TINY_MAX_PIXELS, TINY_NAME, export_tiny_vision, tiny_vision  # noqa: F401 (re-exported)
 
-NAME = "tiny_vision"
-LABELS = ("sky", "ground", "other")
-CROP, RESIZE = 32, 40
-MAX_PIXELS = 1_000_000
-EXPORT_OPTIONS = ("--task", "classification", "--labels", ",".join(LABELS), "--input", f"image:float32:3,{CROP},{CROP}",
-                  "--image-resize", str(RESIZE), "--image-mean", "0.485,0.456,0.406", "--image-std", "0.229,0.224,0.225",
-                  "--image-max-pixels", str(MAX_PIXELS))
-
-
-def tiny_vision() -> nn.Module:
-    """Seeded conv net; random weights are enough to prove served == in-process."""
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU(), nn.Conv2d(8, 16, 3, stride=2, padding=1),
-                         nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, len(LABELS))).eval()
-
-
-def export_tiny_vision(build_dir: Path) -> Path:
-    """``servekit export --factory support.image_models:tiny_vision --image-resize ...`` into build_dir/NAME."""
-    status = main(["export", "--factory", "support.image_models:tiny_vision", "--name", NAME, *EXPORT_OPTIONS,
-                   "--batch-size", "16", "--max-batch-delay", "20", "--build-dir", str(build_dir)])
-    assert status == 0, "export of the tiny vision model failed"
-    return build_dir / NAME
+NAME = TINY_NAME
+MAX_PIXELS = TINY_MAX_PIXELS
 
 
 def photos() -> dict[str, bytes]:
@@ -64,8 +39,7 @@ def _cmyk(pixels: np.ndarray) -> bytes:
 
 
 def png_bomb(width: int = 30_000, height: int = 30_000) -> bytes:
-    """A tiny PNG whose header declares ``width x height`` pixels (900 MP): only the header is real."""
-    small = encode(np.zeros((1, 1), np.uint8), "PNG")
-    ihdr = struct.pack(">II", width, height) + small[24:29]
-    chunk = b"IHDR" + ihdr
-    return small[:8] + struct.pack(">I", len(ihdr)) + chunk + struct.pack(">I", zlib.crc32(chunk)) + small[33:]
+    """A tiny PNG whose header declares ``width x height`` pixels (900 MP by default): only the header is real."""
+    from servekit.bad_inputs import png_declaring
+
+    return png_declaring(width, height)
