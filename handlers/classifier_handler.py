@@ -35,7 +35,12 @@ class ClassifierHandler:
         """Read model-config.yaml, load the serialized model on the worker's device."""
         config = HandlerConfig.from_model_yaml(context.model_yaml_config)
         backend = load_model(config, context)
-        self.pipeline = InferencePipeline(config, backend, context.model_name)
+        text_encoder = None
+        if config.tokenizer is not None:
+            from handlers.text import TextEncoder
+
+            text_encoder = TextEncoder(Path(context.system_properties["model_dir"]) / config.tokenizer, config.signature)
+        self.pipeline = InferencePipeline(config, backend, context.model_name, text_encoder=text_encoder)
         logger.info("model %s ready: %s, task %s, signature %s", context.model_name, backend.describe(), config.task,
                     config.signature)
 

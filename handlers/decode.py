@@ -1,5 +1,6 @@
 """Decode one request body into named arrays: JSON and raw .npy here, .npz in ``npz.py``, the Open
-Inference Protocol in ``open_inference.py``. No signature checks here (``signature.py`` does them)."""
+Inference Protocol in ``open_inference.py``, text in ``text.py``. No signature checks here
+(``signature.py`` does them)."""
 from __future__ import annotations
 
 import json
@@ -12,6 +13,7 @@ import numpy as np
 
 from handlers.errors import MalformedRequest, RequestError, UnsupportedMediaType
 from handlers.open_inference import HEADER_LENGTH, OUTPUTS, PLAIN, V2, V2Options, decode_v2, is_v2, split_binary
+from handlers.text import TEXT_TYPES, text_from_plain, texts_from_json
 
 if TYPE_CHECKING:
     from handlers.image import ImagePreprocess
@@ -36,6 +38,7 @@ class DecodedRequest:
 
     arrays: dict[str, np.ndarray]
     v2: V2Options | None = None
+    texts: list[str] | None = None  # a text request: the pipeline tokenises the batch's texts at once
 
     @property
     def protocol(self) -> str:
@@ -52,10 +55,11 @@ class DecodedRequest:
 
 def decode_request(payload: Any, content_type: str | None, input_names: str | Sequence[str],
                    header_length: str | None = None, answer_names: Sequence[str] = OUTPUTS,
-                   images: Mapping[str, ImagePreprocess] | None = None,
+                   accepts_text: bool = False, images: Mapping[str, ImagePreprocess] | None = None,
                    fields: Sequence[tuple[str, Any, str | None]] = ()) -> DecodedRequest:
     """Like ``decode_payload``, but also recognises Open Inference Protocol (v2) requests, in JSON or
-    with the binary extension (``header_length`` is their ``Inference-Header-Content-Length``).
+    with the binary extension (``header_length`` is their ``Inference-Header-Content-Length``), and,
+    for a model with a tokenizer (``accepts_text``), ``{"text": ...}`` and ``text/plain`` bodies.
 
     ``answer_names``: the v2 outputs this model answers, so a request asking for others fails here.
     ``images``: the model's image inputs; their requests carry encoded images (``image_bodies.py``),
@@ -70,12 +74,17 @@ def decode_request(payload: Any, content_type: str | None, input_names: str | Se
         return _decoded_v2(payload, names, answer_names, header_length)
     document = payload
     kind = media_type(content_type)
+    if accepts_text and kind in TEXT_TYPES:
+        return DecodedRequest({}, texts=text_from_plain(payload))
     # Triton's client sends v2 JSON without a content type: sniff it, as decode_payload does.
     if isinstance(payload, (bytes, bytearray, str)) and payload and (
             kind in JSON_TYPES or (kind == "" and not _starts_like_binary(payload))):
         document = parse_json(payload)
     if is_v2(document):
         return _decoded_v2(document, names, answer_names)
+    texts = texts_from_json(document) if accepts_text else None
+    if texts is not None:
+        return DecodedRequest({}, texts=texts)
     return DecodedRequest(decode_arrays(document, content_type, names))
 
 

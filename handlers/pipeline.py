@@ -20,6 +20,7 @@ from handlers.encode import JSON_CONTENT_TYPE, encode_error, encode_predictions
 from handlers.errors import AnsweredError, RequestError
 from handlers.open_inference import BINARY_CONTENT_TYPE, HEADER_LENGTH, V2, V2Options, encode_v2, encode_v2_error
 from handlers.tasks import Task, make_task
+from handlers.text import TextEncoder, check_count
 
 logger = logging.getLogger(__name__)
 
@@ -70,12 +71,13 @@ class InferencePipeline:
     """Runs a batch of requests through one model, isolating per-request errors; the task shapes the answers."""
 
     def __init__(self, config: HandlerConfig, backend: Backend, model_name: str = "model",
-                 task: Task | None = None) -> None:
+                 task: Task | None = None, text_encoder: TextEncoder | None = None) -> None:
         self.config = config
         self.signature = config.signature
         self.backend = backend
         self.model_name = model_name
         self.task = task if task is not None else make_task(config)
+        self.text_encoder = text_encoder  # set when the archive ships a tokenizer.json
         self.images = self.signature.images
 
     def run(self, requests: Sequence[RequestInput]) -> tuple[list[Answer], StageTimes]:
@@ -105,20 +107,27 @@ class InferencePipeline:
 
         Returns the accepted requests and their batch, padded to its longest (None when nothing was accepted).
         """
-        accepted = []
+        decoded_requests: list[tuple[int, DecodedRequest, bool]] = []
         for idx, request in enumerate(requests):
             try:
                 decoded = decode_request(request.payload, request.content_type, self.signature.names,
-                                         request.header_length, self.task.v2_outputs, self.images, request.fields)
+                                         request.header_length, self.task.v2_outputs, self.text_encoder is not None,
+                                         self.images, request.fields)
+                if decoded.texts is not None:
+                    check_count(decoded.texts, self.config.max_instances)
             except RequestError as error:
                 answers[idx] = _error_answer(error, error.protocol)
                 continue
+            decoded_requests.append((idx, decoded, media_type(request.accept) in BINARY_ANSWER_TYPES))
+        tokenized = self._tokenized([decoded for _, decoded, _ in decoded_requests])
+        accepted = []
+        for (idx, decoded, binary), arrays in zip(decoded_requests, tokenized):
             try:
-                arrays = self.signature.check_request(decoded.arrays, self.config.max_instances)
+                arrays = self.signature.check_request(arrays, self.config.max_instances)
             except RequestError as error:
                 answers[idx] = _error_answer(error, decoded.protocol)
                 continue
-            accepted.append((idx, decoded, arrays, media_type(request.accept) in BINARY_ANSWER_TYPES))
+            accepted.append((idx, decoded, arrays, binary))
         if not accepted:
             return accepted, None
         batch = self.signature.stack([arrays for _, _, arrays, _ in accepted])
@@ -127,6 +136,14 @@ class InferencePipeline:
             accepted = [item for item in accepted if self._values_checked(item, answers)]
             batch = self.signature.stack([arrays for _, _, arrays, _ in accepted]) if accepted else None
         return accepted, batch
+
+    def _tokenized(self, decoded: list[DecodedRequest]) -> list[dict[str, np.ndarray]]:
+        """Each request's arrays; the texts of every text request in the batch tokenised in one call."""
+        texts = [d.texts for d in decoded if d.texts is not None]
+        if not texts:
+            return [d.arrays for d in decoded]
+        encoded = iter(self.text_encoder.encode(texts))  # type: ignore[union-attr]
+        return [next(encoded) if d.texts is not None else d.arrays for d in decoded]
 
     def _infer(self, batch: Batch, accepted: list[Accepted], answers: list[Answer | None]) -> tuple[np.ndarray, ...] | None:
         """Run the batch once. A composed model's member failing or timing out answers every accepted request."""

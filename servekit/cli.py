@@ -51,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     export.add_argument("--heldout", type=Path,
                         help="held-out inputs to validate on: .npy [N, *shape], .npz with one array per input, or "
                              "(image inputs) a directory of image files")
+    export.add_argument("--tokenizer", type=Path,
+                        help="a tokenizers tokenizer.json shipped in the archive: requests may then send text")
     export.add_argument("--rtol", type=float, default=DEFAULT_RTOL)
     export.add_argument("--atol", type=float, default=DEFAULT_ATOL)
     add_image_arguments(export)
@@ -88,9 +90,9 @@ def main(argv: list[str] | None = None) -> int:
     variants.add_argument("--factory", help="your model (as for export); default: the demo models")
     variants.add_argument("--weights", type=Path)
     variants.add_argument("--name", help="your model's name: build/NAME must come from 'servekit export'")
-    variants.add_argument("--heldout", type=Path, help="your held-out inputs .npy [N, *shape]")
+    variants.add_argument("--heldout", type=Path, help="your held-out inputs: .npy [N, *shape], or .npz per input")
     variants.add_argument("--heldout-labels", type=Path, help="their integer labels .npy [N]")
-    variants.add_argument("--calibration", type=Path, help="training inputs .npy for static INT8 and fine-tuning")
+    variants.add_argument("--calibration", type=Path, help="training inputs (.npy or .npz) for static INT8 and fine-tuning")
     variants.add_argument("--calibration-labels", type=Path, help="their labels .npy (needed with --finetune-epochs)")
     variants.set_defaults(run=_variants)
 
@@ -116,6 +118,14 @@ def main(argv: list[str] | None = None) -> int:
     reliability.add_argument("--build-dir", type=Path, default=DEFAULT_BUILD_DIR)
     reliability.add_argument("--reports-dir", type=Path, default=Path("reports"))
     reliability.set_defaults(run=_reliability)
+
+    text = commands.add_parser("text-model", help="BERT-style model: INT8 speed-up and agreement, served batching "
+                               "-> reports/text_model.md (needs the 'text' extra)")
+    text.add_argument("--build-dir", type=Path, default=DEFAULT_BUILD_DIR / "text_model")
+    text.add_argument("--reports-dir", type=Path, default=Path("reports"))
+    text.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads for the in-process timing")
+    text.add_argument("--epochs", type=int, default=4)
+    text.set_defaults(run=_text_model)
 
     soak = commands.add_parser("soak", help="sustained load for minutes -> reports/soak.md (not in make test)")
     soak.add_argument("--build-dir", type=Path, default=DEFAULT_BUILD_DIR / "soak")
@@ -183,7 +193,9 @@ def _export(args: argparse.Namespace) -> int:
             task.update(multi_label=True, threshold=args.threshold)
         if args.normalize:
             task["normalize"] = True
-        build = ModelBuild(args.name, signature, labels, _batching(args), task=task)
+        if args.tokenizer is not None and not args.tokenizer.is_file():
+            raise UserModelError(f"tokenizer file {args.tokenizer} does not exist")
+        build = ModelBuild(args.name, signature, labels, _batching(args), task=task, tokenizer=args.tokenizer)
         if signature.images and (args.heldout is None or args.heldout.is_dir()):
             heldout = heldout_images(args.heldout, signature)  # real photos, preprocessed as the handler does
         else:
@@ -269,6 +281,13 @@ def _reliability(args: argparse.Namespace) -> int:
     return 1 if bad or harmed or not all(a["refused"] for a in doc["access"]) else 0
 
 
+def _text_model(args: argparse.Namespace) -> int:
+    from servekit.text_report import run_text_report
+
+    run_text_report(args.build_dir, args.reports_dir, args.threads, args.epochs)
+    return 0
+
+
 def _soak(args: argparse.Namespace) -> int:
     from servekit.soak import run_soak
 
@@ -291,7 +310,7 @@ def _user_variant_inputs(args: argparse.Namespace) -> VariantInputs:
 
     from servekit.export import ExportSpec
     from servekit.model_config import MODEL_CONFIG_FILE
-    from servekit.user_model import load_user_model
+    from servekit.user_model import heldout_inputs, load_user_model
     from servekit.variants import VariantInputs
 
     missing = [flag for flag, value in (("--name", args.name), ("--heldout", args.heldout),
@@ -302,15 +321,24 @@ def _user_variant_inputs(args: argparse.Namespace) -> VariantInputs:
     if not (base_dir / MODEL_CONFIG_FILE).exists():
         raise UserModelError(f"{base_dir / MODEL_CONFIG_FILE} is missing: run 'servekit export --factory ... --name {args.name}' first")
     signature = HandlerConfig.from_model_yaml(yaml.safe_load((base_dir / MODEL_CONFIG_FILE).read_text())).signature
-    load = lambda path: np.load(path, allow_pickle=False)  # noqa: E731
-    x_test, y_test = load(args.heldout).astype(np.float32), load(args.heldout_labels).astype(np.int64)
-    x_cal = load(args.calibration).astype(np.float32) if args.calibration else x_test
-    y_cal = load(args.calibration_labels).astype(np.int64) if args.calibration_labels else None
+
+    def inputs(path: Path) -> np.ndarray | dict[str, np.ndarray]:
+        arrays = heldout_inputs(path, signature)  # .npy for one input, .npz with one array per input
+        return arrays[signature.single.name].astype(np.float32) if signature.single is not None else arrays
+
+    load_labels = lambda path: np.load(path, allow_pickle=False).astype(np.int64)  # noqa: E731
+    x_test, y_test = inputs(args.heldout), load_labels(args.heldout_labels)
+    x_cal = inputs(args.calibration) if args.calibration else x_test
+    y_cal = load_labels(args.calibration_labels) if args.calibration_labels else None
     if args.finetune_epochs and y_cal is None:
         raise UserModelError("--finetune-epochs needs --calibration and --calibration-labels")
     return VariantInputs(args.name, load_user_model(args.factory, args.weights),
                          ExportSpec.of(signature), base_dir, x_cal,
-                         y_cal if y_cal is not None else np.zeros(len(x_cal), np.int64), x_test, y_test)
+                         y_cal if y_cal is not None else np.zeros(_count(x_cal), np.int64), x_test, y_test)
+
+
+def _count(x) -> int:  # np.ndarray | dict[str, np.ndarray]
+    return len(next(iter(x.values())) if isinstance(x, dict) else x)
 
 
 if TYPE_CHECKING:

@@ -53,7 +53,7 @@ def run_variants(jobs: list[VariantInputs], model_store: Path, reports_dir: Path
     for inputs in jobs:
         print(f"\n==> {inputs.name}: building variants (prune amount {prune_amount:.0%}, fine-tune {finetune_epochs} epochs)")
         results = build_variants(inputs, inputs.base_dir.parent, prune_amount, finetune_epochs)
-        judge(results, inputs.model, inputs.x_test, inputs.y_test, gates)
+        judge(results, inputs.model, inputs.x_test, inputs.y_test, gates, inputs.spec.signature.names)
         prune_empty_family_dirs(results)
         for r in results:
             verdict = "pass" if r.passed else f"REJECTED: {r.reason}"
