@@ -24,7 +24,7 @@ InputContract = InputSpec  # the name single-input code knew it by
 CLASSIFICATION, REGRESSION, EMBEDDING = "classification", "regression", "embedding"
 TASKS = (CLASSIFICATION, REGRESSION, EMBEDDING)
 DEFAULT_THRESHOLD = 0.5  # multi-label: a class is predicted when its sigmoid reaches this
-KNOWN_KEYS = {"input", "inputs", "outputs", "task", "multi_label", "threshold", "normalize", "tokenizer",
+KNOWN_KEYS = {"decode_threads", "input", "inputs", "outputs", "task", "multi_label", "threshold", "normalize", "tokenizer",
               "labels", "top_k", "max_instances", "threads", "output", "composition"}
 
 
@@ -41,6 +41,7 @@ class HandlerConfig:
     top_k: int = DEFAULT_TOP_K
     max_instances: int = DEFAULT_MAX_INSTANCES
     threads: int = 0
+    decode_threads: int = 0  # image models: threads decoding a batch's images (0 = as many as the model's)
     workers: int = 1
     output: str = PREDICTIONS
     composition: CompositionConfig | None = None  # set when the model is a pipeline/ensemble of members
@@ -100,6 +101,7 @@ class HandlerConfig:
             top_k=int(section.get("top_k", DEFAULT_TOP_K)),
             max_instances=int(section.get("max_instances", DEFAULT_MAX_INSTANCES)),
             threads=int(section.get("threads", 0)),
+            decode_threads=int(section.get("decode_threads", 0)),
             workers=int(model_yaml.get("maxWorkers", model_yaml.get("minWorkers", 1))),
             output=str(section.get("output", PREDICTIONS)),
             composition=composition,

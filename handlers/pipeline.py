@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -79,6 +80,10 @@ class InferencePipeline:
         self.task = task if task is not None else make_task(config)
         self.text_encoder = text_encoder  # set when the archive ships a tokenizer.json
         self.images = self.signature.images
+        # Pillow releases the GIL while decoding: a batch's images decode in parallel on the cores the
+        # model may use (one thread on 2 cores, leaving the other to the frontend: no pool at all).
+        decode_threads = config.decode_threads or config.intra_op_threads()
+        self.decode_pool = ThreadPoolExecutor(decode_threads, "decode") if self.images and decode_threads > 1 else None
 
     def run(self, requests: Sequence[RequestInput]) -> tuple[list[Answer], StageTimes]:
         """Answer every request; also say how long each stage took and how many instances ran together."""
@@ -108,15 +113,10 @@ class InferencePipeline:
         Returns the accepted requests and their batch, padded to its longest (None when nothing was accepted).
         """
         decoded_requests: list[tuple[int, DecodedRequest, bool]] = []
-        for idx, request in enumerate(requests):
-            try:
-                decoded = decode_request(request.payload, request.content_type, self.signature.names,
-                                         request.header_length, self.task.v2_outputs, self.text_encoder is not None,
-                                         self.images, request.fields)
-                if decoded.texts is not None:
-                    check_count(decoded.texts, self.config.max_instances)
-            except RequestError as error:
-                answers[idx] = _error_answer(error, error.protocol)
+        results = self.decode_pool.map(self._decoded, requests) if self.decode_pool else map(self._decoded, requests)
+        for idx, (request, decoded) in enumerate(zip(requests, results)):
+            if isinstance(decoded, RequestError):
+                answers[idx] = _error_answer(decoded, decoded.protocol)
                 continue
             decoded_requests.append((idx, decoded, media_type(request.accept) in BINARY_ANSWER_TYPES))
         tokenized = self._tokenized([decoded for _, decoded, _ in decoded_requests])
@@ -136,6 +136,18 @@ class InferencePipeline:
             accepted = [item for item in accepted if self._values_checked(item, answers)]
             batch = self.signature.stack([arrays for _, _, arrays, _ in accepted]) if accepted else None
         return accepted, batch
+
+    def _decoded(self, request: RequestInput) -> DecodedRequest | RequestError:
+        """One request's body decoded, or the error it is answered with."""
+        try:
+            decoded = decode_request(request.payload, request.content_type, self.signature.names,
+                                     request.header_length, self.task.v2_outputs, self.text_encoder is not None,
+                                     self.images, request.fields)
+            if decoded.texts is not None:
+                check_count(decoded.texts, self.config.max_instances)
+        except RequestError as error:
+            return error
+        return decoded
 
     def _tokenized(self, decoded: list[DecodedRequest]) -> list[dict[str, np.ndarray]]:
         """Each request's arrays; the texts of every text request in the batch tokenised in one call."""

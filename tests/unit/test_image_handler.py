@@ -133,3 +133,19 @@ def test_a_model_without_image_inputs_still_refuses_jpeg(mlp_handler) -> None:
     handler, context, _ = mlp_handler
     [(status, answer)] = run(handler, context, [body(photos()["jpeg"], "image/jpeg")])
     assert status == 415 and "image/jpeg" in json.loads(answer)["error"]["message"]
+
+
+def test_a_decode_pool_answers_exactly_like_serial_decoding(image_model) -> None:
+    pics = photos()
+    requests = [body(pics[k], "image/jpeg") for k in ("jpeg", "cmyk jpeg", "exif rotated")]
+    requests.append(body(pics["jpeg"][:500], "image/jpeg"))
+    answers = {}
+    for threads in (1, 2):
+        context = make_context(image_model, "model.onnx", batch_size=16)
+        context.model_yaml_config["handler"]["decode_threads"] = threads
+        handler = ClassifierHandler()
+        handler.initialize(context)
+        assert (handler.pipeline.decode_pool is None) == (threads == 1)
+        answers[threads] = run(handler, context, requests)
+    assert [s for s, _ in answers[2]] == [200, 200, 200, 400]
+    assert answers[1] == answers[2]
