@@ -199,6 +199,9 @@ def findings(rows: list[dict]) -> list[str]:
     return out
 
 
+MIN_MARKER_AREA = 10.0
+
+
 def plot(rows: list[dict], path: Path) -> None:
     """Per model: latency at batch 32 (log) against file size; marker area grows with accuracy."""
     import matplotlib
@@ -212,7 +215,10 @@ def plot(rows: list[dict], path: Path) -> None:
         points = [r for r in rows if r["model"] == model and r["passed"] and r.get("p50_ms_b32")]
         for r in points:
             colour = "tab:orange" if r["format"] == "onnx" else "tab:blue"
-            ax.scatter(r["file_bytes"] / 1024, r["p50_ms_b32"], s=(r["accuracy"] * 100 - 90) * 40, c=colour, alpha=0.6)
+            # Area grows with accuracy above 90 %; a model below 90 % still gets a visible marker
+            # (a negative area made matplotlib fail on the first model under 90 %).
+            ax.scatter(r["file_bytes"] / 1024, r["p50_ms_b32"], s=max(MIN_MARKER_AREA, (r["accuracy"] * 100 - 90) * 40),
+                       c=colour, alpha=0.6)
             ax.annotate(f"{r['variant']} {r['accuracy']:.1%}", (r["file_bytes"] / 1024, r["p50_ms_b32"]),
                         fontsize=7, xytext=(4, 4), textcoords="offset points")
         ax.set_yscale("log")

@@ -56,3 +56,13 @@ def test_deployment_closure_follows_requirements() -> None:
     assert "onnxruntime" in names and "numpy" in names
     assert "torch" not in names
     assert "torch" in closure(("torchserve", "torch"))
+
+
+def test_the_variants_plot_draws_a_model_below_90_percent_accuracy(tmp_path) -> None:
+    """A ResNet-18 trained briefly (78 %) made the marker area negative and matplotlib fail."""
+    from servekit.variants_report import plot
+
+    rows = [{"model": "weak", "variant": v, "format": "onnx", "passed": True, "file_bytes": 1024 * (i + 1),
+             "p50_ms_b32": 1.0 + i, "accuracy": 0.78} for i, v in enumerate(("onnx_fp32", "onnx_qdq_int8"))]
+    plot(rows, tmp_path / "variants.png")
+    assert (tmp_path / "variants.png").stat().st_size > 0
