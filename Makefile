@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 # psutil<6 and protobuf<7, which clash with ours); tests read the generated models, never import them.
 KSERVE_SDK := kserve==0.21.0
 
-.PHONY: setup tools demo test deploy-check variants composition bench sweep reliability soak gpu-report archive clean
+.PHONY: setup tools demo test deploy-check variants composition bench sweep reliability soak images gpu-report archive clean
 
 setup: $(STAMP)
 
@@ -57,6 +57,11 @@ sweep: setup tools
 # Bad-input matrix, worker kill, scaling, snapshot restart, access checks -> reports/reliability.md
 reliability: setup
 	$(VENV)/bin/servekit reliability
+
+# An image classifier: ResNet-18 trained on digit images, exported with declared preprocessing, variants
+# gated and archived into model_store/, decode measured -> reports/images.{md,json} (a few minutes)
+images: setup
+	$(VENV)/bin/servekit images
 
 # Five minutes of sustained load: worker RSS, errors, latency -> reports/soak.md (not part of `make test`)
 soak: setup tools

@@ -8,7 +8,8 @@
 # What a directory holds decides what is built (re-running overwrites: idempotent):
 #   model-config.yaml + model.pt / model.onnx / model.pt2
 #                                              -> <dir>_ts.mar / <dir>_onnx.mar / <dir>_aoti.mar
-#                                                 (only if validation.json vouches for exactly these files)
+#                                                 (+ tokenizer.json if present; only if validation.json
+#                                                 vouches for exactly these files)
 #   model-config.yaml + members/*.onnx         -> <dir>.mar   (composition run in one worker)
 #   workflow.yaml + composition.yaml           -> <dir>.war   (composition as a TorchServe workflow;
 #                                                 the member .mar files it names must be in the store)
@@ -48,13 +49,17 @@ cp -R "$here/handlers" "$stage/src/handlers"
 find "$stage/src" -name '__pycache__' -type d -prune -exec rm -rf {} +
 
 archive_one() {  # model_dir artifact archive_name
-  local model_dir="$1" artifact="$2" name="$3"
+  local model_dir="$1" artifact="$2" name="$3" extra="$stage/src"
+  if [ -f "$model_dir/tokenizer.json" ]; then  # text in: the tokenizer travels beside the handlers
+    extra="$stage/text_$name"
+    rm -rf "$extra" && cp -R "$stage/src" "$extra" && cp "$model_dir/tokenizer.json" "$extra/tokenizer.json"
+  fi
   "$archiver" \
     --model-name "$name" \
     --version "$version" \
     --serialized-file "$model_dir/$artifact" \
     --handler "$here/handlers/classifier_handler.py" \
-    --extra-files "$stage/src" \
+    --extra-files "$extra" \
     --config-file "$model_dir/model-config.yaml" \
     --export-path "$model_store" \
     --force
@@ -67,7 +72,7 @@ import hashlib, json, sys
 from pathlib import Path
 
 directory = Path(sys.argv[1])
-ARTIFACTS = ("model.pt", "model.onnx", "model.pt2", "model-config.yaml")  # servekit.build.ARTIFACT_FILES
+ARTIFACTS = ("model.pt", "model.onnx", "model.pt2", "model-config.yaml", "tokenizer.json")  # servekit.build.ARTIFACT_FILES
 fix = "re-run 'servekit export' (or 'servekit variants') to rebuild and re-validate it"
 
 def refuse(why):

@@ -1,4 +1,5 @@
-"""TorchServe entry point: a thin adapter from TorchServe's hooks to ClassificationPipeline.
+"""TorchServe entry point: a thin adapter from TorchServe's hooks to InferencePipeline (any task;
+the file keeps its first name because every archive names it as its handler).
 
 Archived with ``--handler handlers/classifier_handler.py``; the ``handlers`` package travels
 beside it in the .mar. TorchServe instantiates the one class defined here.
@@ -16,26 +17,33 @@ from handlers.backends import Backend, load_backend
 from handlers.contract import HandlerConfig
 from handlers.decode import FORM_TYPE, media_type
 from handlers.open_inference import HEADER_LENGTH
-from handlers.pipeline import ClassificationPipeline, RequestInput, StageTimes
+from handlers.pipeline import InferencePipeline, RequestInput, StageTimes
 
 logger = logging.getLogger(__name__)
 
 BODY_KEYS = ("body", "data")
 BATCH_SIZE_HEADER = "X-Batch-Instances"
+ACCEPT = "Accept"
 
 
 class ClassifierHandler:
     """initialize/handle as TorchServe expects; everything else lives in the pipeline."""
 
     def __init__(self) -> None:
-        self.pipeline: ClassificationPipeline | None = None
+        self.pipeline: InferencePipeline | None = None
 
     def initialize(self, context: Any) -> None:
         """Read model-config.yaml, load the serialized model on the worker's device."""
         config = HandlerConfig.from_model_yaml(context.model_yaml_config)
         backend = load_model(config, context)
-        self.pipeline = ClassificationPipeline(config, backend, context.model_name)
-        logger.info("model %s ready: %s, input %s", context.model_name, backend.describe(), config.input)
+        text_encoder = None
+        if config.tokenizer is not None:
+            from handlers.text import TextEncoder
+
+            text_encoder = TextEncoder(Path(context.system_properties["model_dir"]) / config.tokenizer, config.signature)
+        self.pipeline = InferencePipeline(config, backend, context.model_name, text_encoder=text_encoder)
+        logger.info("model %s ready: %s, task %s, signature %s", context.model_name, backend.describe(), config.task,
+                    config.signature)
 
     def handle(self, data: list[dict] | None, context: Any) -> list[bytes] | None:
         """Answer one batch: per-request status, JSON content type, one body per request."""
@@ -96,10 +104,19 @@ def request_input(row: dict, context: Any, idx: int) -> RequestInput:
     if name is None and len(row) == 1:
         name = next(iter(row))
     if name is None:
-        return RequestInput(None, None)
+        # A multipart form with several fields: each is a key of the row (image models read them all).
+        fields = tuple((key, value, _content_type(context, idx, key)) for key, value in row.items())
+        return RequestInput(None, None, fields=fields)
+    header_length = _header(context, idx, HEADER_LENGTH)
+    return RequestInput(row[name], _content_type(context, idx, name), header_length, _header(context, idx, ACCEPT))
+
+
+def _content_type(context: Any, idx: int, name: str) -> str | None:
+    # The worker stores each row key's content type as a request header named after the key.
     header = context.get_request_header(idx, name)
-    content_type = header.get("content-type") if isinstance(header, dict) else header
+    return header.get("content-type") if isinstance(header, dict) else header
+
+
+def _header(context: Any, idx: int, name: str) -> str | None:
     # HTTP header names are case-insensitive; the frontend passes them as the client spelled them.
-    header_length = (context.get_request_header(idx, HEADER_LENGTH)
-                     or context.get_request_header(idx, HEADER_LENGTH.lower()))
-    return RequestInput(row[name], content_type, header_length)
+    return context.get_request_header(idx, name) or context.get_request_header(idx, name.lower())

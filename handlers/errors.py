@@ -47,6 +47,13 @@ class TooManyInstances(RequestError):
     phrase = "Payload Too Large"
 
 
+class TooManyPixels(RequestError):
+    """An image holds more pixels than the model accepts (a decompression bomb); refused before decoding."""
+
+    status = 413
+    phrase = "Payload Too Large"
+
+
 class InvalidInput(RequestError):
     """Decoded fine, but breaks the model's input contract (shape, dtype, range, NaN)."""
 

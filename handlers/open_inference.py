@@ -24,15 +24,15 @@ V2 = "v2"
 HEADER_LENGTH = "Inference-Header-Content-Length"
 BINARY_CONTENT_TYPE = "application/octet-stream"
 DATATYPES = {"FP32": np.float32, "FP64": np.float64, "FP16": np.float16, "INT64": np.int64,
-             "INT32": np.int32, "INT16": np.int16, "INT8": np.int8, "UINT8": np.uint8}
+             "INT32": np.int32, "INT16": np.int16, "INT8": np.int8, "UINT8": np.uint8, "BOOL": np.bool_}
 REQUEST_KEYS = {"id", "inputs", "outputs", "parameters"}
 TENSOR_KEYS = {"name", "shape", "datatype", "data", "parameters"}
-OUTPUTS = ("probabilities", "class", "label")  # what our classifiers answer, in this order
+OUTPUTS = ("probabilities", "class", "label")  # what our (single-label) classifiers answer, in this order
 
 
 @dataclass(frozen=True)
 class V2Options:
-    """What a v2 request asked for besides its tensor: its id, which outputs, which of them binary."""
+    """What a v2 request asked for besides its tensors: its id, which outputs, which of them binary."""
 
     request_id: str | None = None
     outputs: tuple[str, ...] = OUTPUTS
@@ -40,8 +40,9 @@ class V2Options:
 
 
 def is_v2(document: Any) -> bool:
-    """A parsed JSON body that is an Open Inference Protocol request."""
-    return isinstance(document, dict) and "inputs" in document
+    """A parsed JSON body that is an Open Inference Protocol request (ours with named inputs maps
+    ``inputs`` to an object instead: ``{"inputs": {"input_ids": ..., "attention_mask": ...}}``)."""
+    return isinstance(document, dict) and "inputs" in document and not isinstance(document["inputs"], dict)
 
 
 def split_binary(payload: Any, header_value: str) -> tuple[bytes, memoryview]:
@@ -58,26 +59,43 @@ def split_binary(payload: Any, header_value: str) -> tuple[bytes, memoryview]:
     return bytes(view[:header_length]), view[header_length:]
 
 
-def decode_v2(document: dict, input_name: str, binary: memoryview | None = None) -> tuple[np.ndarray, V2Options]:
-    """The input tensor of a v2 request (from ``data`` or the binary section) and what it asked for."""
+def decode_v2(document: dict, input_names: str | Sequence[str], binary: memoryview | None = None,
+              answer_names: Sequence[str] = OUTPUTS) -> tuple[dict[str, np.ndarray], V2Options]:
+    """The input tensors of a v2 request by name (from ``data`` or the binary section) and what it asked for.
+
+    ``answer_names`` are the outputs this model can answer (a classifier's: probabilities, class, label).
+    """
+    names = (input_names,) if isinstance(input_names, str) else tuple(input_names)
     unknown = set(document) - REQUEST_KEYS
     if unknown:
         raise MalformedRequest(f"v2 request has unknown keys {sorted(unknown)}; allowed: {sorted(REQUEST_KEYS)}")
     inputs = document["inputs"]
-    if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
+    if (not isinstance(inputs, list) or len(inputs) != len(names)
+            or not all(isinstance(tensor, dict) for tensor in inputs)):
         count = len(inputs) if isinstance(inputs, list) else type(inputs).__name__
-        raise MalformedRequest(f"v2 'inputs' must be a list of exactly one tensor object; got {count}")
-    tensor = inputs[0]
-    shape, dtype = _shape_and_dtype(tensor)
-    if tensor["name"] != input_name:
-        raise MalformedRequest(f"v2 input is named {tensor['name']!r}; this model's input is {input_name!r}")
-    binary_size = _parameters(tensor).get("binary_data_size")
-    if binary_size is None:
-        array = _from_data(tensor, shape, dtype, binary)
-    else:
-        array = _from_binary(binary, binary_size, shape, dtype)
+        wanted = "exactly one tensor object" if len(names) == 1 else f"{len(names)} tensor objects ({', '.join(names)})"
+        raise MalformedRequest(f"v2 'inputs' must be a list of {wanted}; got {count}")
+    arrays: dict[str, np.ndarray] = {}
+    offset = 0
+    for tensor in inputs:
+        shape, dtype = _shape_and_dtype(tensor)
+        if tensor["name"] not in names:
+            expected = f"this model's input is {names[0]!r}" if len(names) == 1 else f"this model's inputs are {list(names)}"
+            raise MalformedRequest(f"v2 input is named {tensor['name']!r}; {expected}")
+        if tensor["name"] in arrays:
+            raise MalformedRequest(f"v2 input {tensor['name']!r} is sent twice")
+        binary_size = _parameters(tensor).get("binary_data_size")
+        if binary_size is None:
+            arrays[tensor["name"]] = _from_data(tensor, shape, dtype)
+        else:
+            arrays[tensor["name"]] = _from_binary(binary, offset, binary_size, shape, dtype)
+            offset += binary_size
+    if binary is not None and offset != len(binary):
+        if offset == 0:
+            raise MalformedRequest(f"the body holds {len(binary)} binary bytes but no input declares binary_data_size")
+        raise MalformedRequest(f"the binary section holds {len(binary)} bytes; the inputs declare {offset}")
     request_id = document.get("id")
-    return array, V2Options(None if request_id is None else str(request_id), *_requested_outputs(document))
+    return arrays, V2Options(None if request_id is None else str(request_id), *_requested_outputs(document, answer_names))
 
 
 def _shape_and_dtype(tensor: dict) -> tuple[list[int], np.dtype]:
@@ -96,45 +114,48 @@ def _shape_and_dtype(tensor: dict) -> tuple[list[int], np.dtype]:
     return shape, np.dtype(dtype)
 
 
-def _from_data(tensor: dict, shape: list[int], dtype: np.dtype, binary: memoryview | None) -> np.ndarray:
+def _from_data(tensor: dict, shape: list[int], dtype: np.dtype) -> np.ndarray:
     if "data" not in tensor:
         raise MalformedRequest("v2 input needs 'data' (or parameters.binary_data_size with a binary body)")
-    if binary is not None and len(binary):
-        raise MalformedRequest(f"the body holds {len(binary)} binary bytes but no input declares binary_data_size")
     try:
         values = np.asarray(tensor["data"])
     except ValueError as err:
         raise MalformedRequest(f"v2 data is not a rectangular array of numbers: {err}") from None
-    if values.dtype.kind not in "iuf" or holds_bool(tensor["data"]):  # numpy reads [1.5, true] as numbers
+    # numpy reads [1.5, true] as numbers: a boolean is refused wherever it stands, unless the datatype is BOOL.
+    if values.dtype.kind not in ("b" if dtype.kind == "b" else "iuf") or (dtype.kind != "b" and holds_bool(tensor["data"])):
         raise MalformedRequest(f"v2 data must be numbers for datatype {tensor['datatype']}")
+    if dtype.kind in "iu" and values.dtype.kind == "f":
+        raise MalformedRequest(f"v2 data holds fractions; datatype {tensor['datatype']} needs integers")
     expected = int(np.prod(shape, dtype=np.int64))
     if values.size != expected:
         raise MalformedRequest(f"v2 data holds {values.size} values; shape {shape} needs {expected}")
     return values.astype(dtype, copy=False).reshape(shape)
 
 
-def _from_binary(binary: memoryview | None, size: Any, shape: list[int], dtype: np.dtype) -> np.ndarray:
+def _from_binary(binary: memoryview | None, offset: int, size: Any, shape: list[int], dtype: np.dtype) -> np.ndarray:
+    """One tensor's bytes, at ``offset`` of the binary section (tensors follow each other in input order)."""
     if binary is None:
         raise MalformedRequest(f"v2 input declares binary_data_size but the request has no {HEADER_LENGTH} header")
     expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     if not isinstance(size, int) or size != expected:
         raise MalformedRequest(f"v2 binary_data_size is {size!r}; shape {shape} of {dtype.name} needs {expected} bytes")
-    if len(binary) != size:
-        raise MalformedRequest(f"the binary section holds {len(binary)} bytes; the input declares {size}")
-    return np.frombuffer(binary, dtype=dtype.newbyteorder("<")).reshape(shape)
+    if len(binary) < offset + size:
+        declares = "the input declares" if offset == 0 else "the inputs declare at least"
+        raise MalformedRequest(f"the binary section holds {len(binary)} bytes; {declares} {offset + size}")
+    return np.frombuffer(binary[offset:offset + size], dtype=dtype.newbyteorder("<")).reshape(shape)
 
 
-def _requested_outputs(document: dict) -> tuple[tuple[str, ...], frozenset[str]]:
+def _requested_outputs(document: dict, answer_names: Sequence[str]) -> tuple[tuple[str, ...], frozenset[str]]:
     all_binary = bool(_parameters(document).get("binary_data_output", False))
     requested = document.get("outputs")
     if requested is None:
-        return OUTPUTS, frozenset(OUTPUTS) if all_binary else frozenset()
+        return tuple(answer_names), frozenset(answer_names) if all_binary else frozenset()
     if not isinstance(requested, list) or not all(isinstance(o, dict) and "name" in o for o in requested):
         raise MalformedRequest("v2 'outputs' must be a list of objects with a 'name'")
     names = tuple(o["name"] for o in requested)
-    unknown = [n for n in names if n not in OUTPUTS]
+    unknown = [n for n in names if n not in answer_names]
     if unknown:
-        raise MalformedRequest(f"v2 outputs {unknown} are not produced; this model answers {list(OUTPUTS)}")
+        raise MalformedRequest(f"v2 outputs {unknown} are not produced; this model answers {list(answer_names)}")
     binary = {o["name"] for o in requested if _parameters(o).get("binary_data", all_binary)}
     return names, frozenset(binary)
 
@@ -146,16 +167,22 @@ def _parameters(item: dict) -> dict:
     return parameters
 
 
-def encode_v2(probabilities: np.ndarray, labels: Sequence[str], model_name: str,
-              options: V2Options) -> tuple[bytes, int | None]:
-    """A v2 answer with the requested outputs; with binary outputs, also the JSON header's length."""
+Tensor = tuple[str, list[int], Any]  # v2 datatype, shape, values (an array, or a list of str for BYTES)
+
+
+def classification_tensors(probabilities: np.ndarray, labels: Sequence[str]) -> dict[str, Tensor]:
+    """A classifier's v2 outputs: probabilities, the predicted class and its label."""
     classes = probabilities.argmax(axis=1)
     rows = probabilities.shape[0]
-    tensors = {
+    return {
         "probabilities": ("FP32", list(probabilities.shape), probabilities.astype(np.float32)),
         "class": ("INT64", [rows], classes.astype(np.int64)),
         "label": ("BYTES", [rows], [label_name(labels, c) for c in classes.tolist()]),
     }
+
+
+def encode_v2(tensors: dict[str, Tensor], model_name: str, options: V2Options) -> tuple[bytes, int | None]:
+    """A v2 answer with the requested outputs; with binary outputs, also the JSON header's length."""
     outputs, binary_parts = [], []
     for name in options.outputs:
         datatype, shape, values = tensors[name]

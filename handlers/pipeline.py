@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -15,16 +16,19 @@ import numpy as np
 from handlers.backends import Backend
 from handlers.composition import encode_npy, member_probabilities
 from handlers.contract import PROBABILITIES, HandlerConfig
-from handlers.decode import NPY_TYPES, DecodedRequest, decode_request
-from handlers.encode import JSON_CONTENT_TYPE, PredictionEncoder, encode_error, encode_predictions, softmax
+from handlers.decode import NPY_TYPES, DecodedRequest, decode_request, media_type
+from handlers.encode import JSON_CONTENT_TYPE, encode_error, encode_predictions
 from handlers.errors import AnsweredError, RequestError
 from handlers.open_inference import BINARY_CONTENT_TYPE, HEADER_LENGTH, V2, V2Options, encode_v2, encode_v2_error
+from handlers.tasks import Task, make_task
+from handlers.text import TextEncoder, check_count
 
 logger = logging.getLogger(__name__)
 
 OK_STATUS = 200
 OK_PHRASE = "OK"
 NPY_CONTENT_TYPE = NPY_TYPES[0]
+BINARY_ANSWER_TYPES = ("application/x-npy", "application/npy", "application/x-npz", "application/npz")
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,8 @@ class RequestInput:
     payload: Any
     content_type: str | None
     header_length: str | None = None
+    accept: str | None = None  # application/x-npy asks for a binary answer
+    fields: tuple[tuple[str, Any, str | None], ...] = ()  # multipart form: (name, value, content type) per field
 
 
 @dataclass
@@ -58,14 +64,26 @@ class Answer:
     headers: tuple[tuple[str, str], ...] = ()
 
 
-class ClassificationPipeline:
-    """Runs a batch of requests through one model, isolating per-request errors."""
+Batch = dict[str, np.ndarray]  # input name -> [n, ...]
+Accepted = tuple[int, DecodedRequest, Batch, bool]  # request index, decoded, checked arrays, binary answer wanted
 
-    def __init__(self, config: HandlerConfig, backend: Backend, model_name: str = "model") -> None:
+
+class InferencePipeline:
+    """Runs a batch of requests through one model, isolating per-request errors; the task shapes the answers."""
+
+    def __init__(self, config: HandlerConfig, backend: Backend, model_name: str = "model",
+                 task: Task | None = None, text_encoder: TextEncoder | None = None) -> None:
         self.config = config
+        self.signature = config.signature
         self.backend = backend
         self.model_name = model_name
-        self.encoder = PredictionEncoder(config.labels, config.top_k)
+        self.task = task if task is not None else make_task(config)
+        self.text_encoder = text_encoder  # set when the archive ships a tokenizer.json
+        self.images = self.signature.images
+        # Pillow releases the GIL while decoding: a batch's images decode in parallel on the cores the
+        # model may use (one thread on 2 cores, leaving the other to the frontend: no pool at all).
+        decode_threads = config.decode_threads or config.intra_op_threads()
+        self.decode_pool = ThreadPoolExecutor(decode_threads, "decode") if self.images and decode_threads > 1 else None
 
     def run(self, requests: Sequence[RequestInput]) -> tuple[list[Answer], StageTimes]:
         """Answer every request; also say how long each stage took and how many instances ran together."""
@@ -75,7 +93,7 @@ class ClassificationPipeline:
         accepted, batch = self._decode_and_validate(requests, answers)
         times.decode_ms = _ms_since(started)
         if batch is not None:
-            times.instances = batch.shape[0]
+            times.instances = _rows(batch)
             started = time.perf_counter()
             outputs = self._infer(batch, accepted, answers)
             times.infer_ms = _ms_since(started)
@@ -89,87 +107,118 @@ class ClassificationPipeline:
         return answers, times  # type: ignore[return-value]
 
     def _decode_and_validate(self, requests: Sequence[RequestInput], answers: list[Answer | None]
-                             ) -> tuple[list[tuple[int, DecodedRequest, np.ndarray]], np.ndarray | None]:
-        """Per request: decode and check shape/dtype; then values once per batch. Rejects get their answer.
+                             ) -> tuple[list[Accepted], Batch | None]:
+        """Per request: decode and check against the signature; then values once per batch. Rejects get their answer.
 
-        Returns the accepted requests and their stacked batch (None when nothing was accepted).
+        Returns the accepted requests and their batch, padded to its longest (None when nothing was accepted).
         """
-        contract = self.config.input
-        accepted = []
-        for idx, request in enumerate(requests):
-            try:
-                decoded = decode_request(request.payload, request.content_type, contract.name, request.header_length)
-            except RequestError as error:
-                answers[idx] = _error_answer(error, error.protocol)
+        decoded_requests: list[tuple[int, DecodedRequest, bool]] = []
+        results = self.decode_pool.map(self._decoded, requests) if self.decode_pool else map(self._decoded, requests)
+        for idx, (request, decoded) in enumerate(zip(requests, results)):
+            if isinstance(decoded, RequestError):
+                answers[idx] = _error_answer(decoded, decoded.protocol)
                 continue
+            decoded_requests.append((idx, decoded, media_type(request.accept) in BINARY_ANSWER_TYPES))
+        tokenized = self._tokenized([decoded for _, decoded, _ in decoded_requests])
+        accepted = []
+        for (idx, decoded, binary), arrays in zip(decoded_requests, tokenized):
             try:
-                accepted.append((idx, decoded, contract.as_batch(decoded.array, self.config.max_instances)))
+                arrays = self.signature.check_request(arrays, self.config.max_instances)
             except RequestError as error:
                 answers[idx] = _error_answer(error, decoded.protocol)
+                continue
+            accepted.append((idx, decoded, arrays, binary))
         if not accepted:
             return accepted, None
-        batch = _stack([array for _, _, array in accepted])
-        if not contract.values_ok(batch):
+        batch = self.signature.stack([arrays for _, _, arrays, _ in accepted])
+        if not self.signature.values_ok(batch):
             # Rare path: some request holds NaN/Inf or out-of-range values; find and answer them.
-            accepted = [item for item in accepted if self._values_checked(*item, answers)]
-            batch = _stack([array for _, _, array in accepted]) if accepted else None
+            accepted = [item for item in accepted if self._values_checked(item, answers)]
+            batch = self.signature.stack([arrays for _, _, arrays, _ in accepted]) if accepted else None
         return accepted, batch
 
-    def _infer(self, batch: np.ndarray, accepted: list[tuple[int, DecodedRequest, np.ndarray]],
-               answers: list[Answer | None]) -> np.ndarray | None:
+    def _decoded(self, request: RequestInput) -> DecodedRequest | RequestError:
+        """One request's body decoded, or the error it is answered with."""
+        try:
+            decoded = decode_request(request.payload, request.content_type, self.signature.names,
+                                     request.header_length, self.task.v2_outputs, self.text_encoder is not None,
+                                     self.images, request.fields)
+            if decoded.texts is not None:
+                check_count(decoded.texts, self.config.max_instances)
+        except RequestError as error:
+            return error
+        return decoded
+
+    def _tokenized(self, decoded: list[DecodedRequest]) -> list[dict[str, np.ndarray]]:
+        """Each request's arrays; the texts of every text request in the batch tokenised in one call."""
+        texts = [d.texts for d in decoded if d.texts is not None]
+        if not texts:
+            return [d.arrays for d in decoded]
+        encoded = iter(self.text_encoder.encode(texts))  # type: ignore[union-attr]
+        return [next(encoded) if d.texts is not None else d.arrays for d in decoded]
+
+    def _infer(self, batch: Batch, accepted: list[Accepted], answers: list[Answer | None]) -> tuple[np.ndarray, ...] | None:
         """Run the batch once. A composed model's member failing or timing out answers every accepted request."""
         try:
-            outputs = self.backend.run(batch)
+            outputs = tuple(self.backend.run_named(batch))
         except AnsweredError as error:
-            for idx, decoded, _ in accepted:
+            for idx, decoded, _, _ in accepted:
                 answers[idx] = _error_answer(error, decoded.protocol)
             return None
-        if outputs.shape[0] != batch.shape[0]:
-            raise RuntimeError(f"model returned {outputs.shape[0]} rows for {batch.shape[0]} inputs")
+        rows = _rows(batch)
+        if len(outputs) != len(self.signature.outputs) or any(np.shape(o)[:1] != (rows,) for o in outputs):
+            raise RuntimeError(f"model returned outputs of shapes {[list(np.shape(o)) for o in outputs]} for {rows} "
+                               f"inputs; the signature declares {list(self.signature.outputs)}, one row per input")
         return outputs
 
-    def _encode(self, accepted: list[tuple[int, DecodedRequest, np.ndarray]], outputs: np.ndarray,
-                answers: list[Answer | None]) -> None:
-        """Split the batch's outputs back to their requests, each in the protocol it was asked in."""
+    def _encode(self, accepted: list[Accepted], outputs: tuple[np.ndarray, ...], answers: list[Answer | None]) -> None:
+        """Split the batch's outputs back to their requests, each in the protocol and format it asked for."""
         if self.config.output == PROBABILITIES:
-            self._encode_probabilities(accepted, outputs, answers)
+            self._encode_probabilities(accepted, outputs[0], answers)
             return
-        rows = self.encoder.rows(outputs) if any(d.v2 is None for _, d, _ in accepted) else []
+        wants_json = any(decoded.v2 is None and not binary for _, decoded, _, binary in accepted)
+        rows = self.task.json_rows(outputs) if wants_json else []
         start = 0
-        for idx, decoded, array in accepted:
-            stop = start + array.shape[0]
-            if decoded.v2 is None:
-                answers[idx] = Answer(OK_STATUS, OK_PHRASE, encode_predictions(rows[start:stop]))
+        for idx, decoded, arrays, binary in accepted:
+            stop = start + _rows(arrays)
+            if decoded.v2 is not None:
+                answers[idx] = self._v2_answer(tuple(o[start:stop] for o in outputs), decoded.v2)
+            elif binary:
+                body, content_type = self.task.binary(tuple(o[start:stop] for o in outputs))
+                answers[idx] = Answer(OK_STATUS, OK_PHRASE, body, content_type)
             else:
-                answers[idx] = self._v2_answer(outputs[start:stop], decoded.v2)
+                answers[idx] = Answer(OK_STATUS, OK_PHRASE, encode_predictions(rows[start:stop]))
             start = stop
 
-    def _v2_answer(self, logits: np.ndarray, options: V2Options) -> Answer:
-        probabilities = softmax(np.asarray(logits, dtype=np.float64))
-        body, header_length = encode_v2(probabilities, self.config.labels, self.model_name, options)
+    def _v2_answer(self, outputs: tuple[np.ndarray, ...], options: V2Options) -> Answer:
+        body, header_length = encode_v2(self.task.v2_tensors(outputs), self.model_name, options)
         if header_length is None:
             return Answer(OK_STATUS, OK_PHRASE, body)
         return Answer(OK_STATUS, OK_PHRASE, body, BINARY_CONTENT_TYPE, ((HEADER_LENGTH, str(header_length)),))
 
     @staticmethod
-    def _encode_probabilities(accepted: list[tuple[int, DecodedRequest, np.ndarray]], outputs: np.ndarray,
-                              answers: list[Answer | None]) -> None:
+    def _encode_probabilities(accepted: list[Accepted], logits: np.ndarray, answers: list[Answer | None]) -> None:
         """Each request's rows of class probabilities as float32 .npy (a workflow member's answer)."""
-        probabilities = member_probabilities(outputs)
+        probabilities = member_probabilities(logits)
         start = 0
-        for idx, _, array in accepted:
-            stop = start + array.shape[0]
+        for idx, _, arrays, _ in accepted:
+            stop = start + _rows(arrays)
             answers[idx] = Answer(OK_STATUS, OK_PHRASE, encode_npy(probabilities[start:stop]), NPY_CONTENT_TYPE)
             start = stop
 
-    def _values_checked(self, idx: int, decoded: DecodedRequest, array: np.ndarray,
-                        answers: list[Answer | None]) -> bool:
+    def _values_checked(self, item: Accepted, answers: list[Answer | None]) -> bool:
+        idx, decoded, arrays, _ = item
         try:
-            self.config.input.check_values(array)
+            self.signature.check_values(arrays)
             return True
         except RequestError as error:
             answers[idx] = _error_answer(error, decoded.protocol)
             return False
+
+
+def _rows(batch: Batch) -> int:
+    """Instances in a batch (every input has the same count)."""
+    return next(iter(batch.values())).shape[0]
 
 
 def _ms_since(started: float) -> float:
@@ -180,8 +229,3 @@ def _error_answer(error: AnsweredError, protocol: str) -> Answer:
     """The error in the format of the protocol the request spoke."""
     body = encode_v2_error(error.message) if protocol == V2 else encode_error(error)
     return Answer(error.status, error.phrase, body)
-
-
-def _stack(arrays: list[np.ndarray]) -> np.ndarray:
-    """One batch from per-request arrays (no copy for a single request)."""
-    return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)

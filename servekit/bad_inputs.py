@@ -102,3 +102,48 @@ def v2_request(instance: np.ndarray, name: str, datatype: str = "FP32") -> dict:
 def good_body(shape: Sequence[int], value: float = 0.5) -> bytes:
     """A valid one-instance npy request."""
     return npy_bytes(np.full(tuple(shape), value, np.float32))
+
+
+def bad_images(max_pixels: int, input_name: str) -> list[BadInput]:
+    """Every bad-image case for a model whose input ``input_name`` is an image of at most ``max_pixels``."""
+    import base64
+
+    from servekit.images import encode, sample_photos
+
+    photo = encode(sample_photos()[0])
+    side = int(max_pixels ** 0.5) + 1
+    b64 = lambda data: base64.b64encode(data).decode()  # noqa: E731
+    return [
+        BadInput("truncated JPEG", photo[:len(photo) // 3], "image/jpeg", 400, "truncated"),
+        BadInput("corrupt JPEG", photo[:20] + bytes(range(256)) * 8, "image/jpeg", 400, "damaged"),
+        BadInput("not an image", b"hello, world", "image/png", 400, "not a JPEG, PNG or WebP"),
+        BadInput("empty image body", b"", "image/jpeg", 400, "empty"),
+        BadInput("GIF content type", b"GIF89a" + b"\0" * 30, "image/gif", 415, "image/gif"),
+        BadInput("BMP bytes", b"BM" + b"\0" * 60, "application/octet-stream", 415, "is BMP"),
+        BadInput("TIFF content type", b"II*\x00" + b"\0" * 60, "image/tiff", 415, "image/tiff"),
+        BadInput("a tensor for an image model", npy_bytes(np.zeros((3, 8, 8), np.float32)), NPY_CONTENT_TYPE, 415,
+                 "takes images"),
+        BadInput("decompression bomb (PNG header)", png_declaring(side, side), "image/png", 413,
+                 "refused before decoding"),
+        BadInput("bomb past Pillow's own limit", png_declaring(30_000, 30_000), "image/png", 413,
+                 "decompression bomb"),
+        BadInput("base64 that is not", _json({"data": "!!not base64!!"}), JSON, 400, "not valid base64"),
+        BadInput("base64 of a truncated JPEG", _json({"data": b64(photo[:500])}), JSON, 400, "truncated"),
+        BadInput("JSON numbers for an image", _json({"data": [0.5, 0.5]}), JSON, 400, "base64 string"),
+        BadInput("v2 FP32 tensor for an image", _json(v2_request(np.zeros(4, np.float32), input_name)), JSON, 400,
+                 "BYTES"),
+        BadInput("v2 BYTES count mismatch", _json({"inputs": [{"name": input_name, "shape": [2], "datatype": "BYTES",
+                                                               "data": [b64(photo)]}]}), JSON, 400, "says 2 images"),
+    ]
+
+
+def png_declaring(width: int, height: int) -> bytes:
+    """A 1x1 PNG whose header is rewritten to declare ``width x height``: tiny on the wire, huge if decoded."""
+    import struct
+    import zlib
+
+    from servekit.images import encode
+
+    small = encode(np.zeros((1, 1), np.uint8), "PNG")
+    chunk = b"IHDR" + struct.pack(">II", width, height) + small[24:29]
+    return small[:8] + small[8:12] + chunk + struct.pack(">I", zlib.crc32(chunk)) + small[33:]

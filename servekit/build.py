@@ -10,23 +10,26 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
-from handlers.contract import PREDICTIONS, ConfigError, InputContract
+from handlers.contract import PREDICTIONS, ConfigError
+from handlers.signature import InputSpec, Signature
 from servekit import validate
 from servekit.export import AOTI_FILE, FORMATS, ONNX_FILE, TORCHSCRIPT_FILE, ExportSpec, export_and_validate
 from servekit.model_config import MODEL_CONFIG_FILE, Batching, model_config, write_model_config
 
 VALIDATION_FILE = "validation.json"
+TOKENIZER_FILE = "tokenizer.json"  # archive.sh ships it inside the .mar
 ARTIFACTS_KEY = "artifacts"  # validation.json: file name -> sha256 of every file archive.sh packs
-ARTIFACT_FILES = (TORCHSCRIPT_FILE, ONNX_FILE, AOTI_FILE, MODEL_CONFIG_FILE)
+ARTIFACT_FILES = (TORCHSCRIPT_FILE, ONNX_FILE, AOTI_FILE, MODEL_CONFIG_FILE, TOKENIZER_FILE)
 
 
 @dataclass(frozen=True)
@@ -34,23 +37,37 @@ class ModelBuild:
     """Everything needed to turn an ``nn.Module`` into an archivable directory."""
 
     name: str
-    contract: InputContract
+    contract: InputSpec | Signature  # one input (answering "logits"), or a whole signature
     labels: Sequence[str]
     batching: Batching = Batching()
     top_k: int = 3
     output: str = PREDICTIONS
     formats: tuple[str, ...] = FORMATS
+    task: Mapping[str, Any] = field(default_factory=dict)  # task, multi_label, threshold, normalize
+    tokenizer: Path | None = None  # a tokenizers tokenizer.json: the archive then also takes text
+
+    @property
+    def signature(self) -> Signature:
+        """The model's signature."""
+        return self.contract if isinstance(self.contract, Signature) else Signature((self.contract,))
 
 
-def build_model_dir(model: nn.Module, build: ModelBuild, heldout: np.ndarray, out_dir: Path,
+def build_model_dir(model: nn.Module, build: ModelBuild, heldout: np.ndarray | dict[str, np.ndarray], out_dir: Path,
                     rtol: float = validate.DEFAULT_RTOL, atol: float = validate.DEFAULT_ATOL) -> Path:
-    """Export, validate (raises ExportValidationError), write model-config.yaml and validation.json.
+    """Export, validate (raises ExportValidationError), write model-config.yaml and validation.json
+    (and copy the tokenizer, checked against the signature first).
 
     A failed check leaves ``out_dir`` exactly as it was (a previous good export stays servable). A
     format torch cannot capture (today only model.pt2) is skipped with torch's reason, printed and
     kept in validation.json under ``unsupported``; the other formats still build.
     """
-    spec = ExportSpec(build.contract.name, build.contract.shape)
+    task = dict(build.task)
+    if build.tokenizer is not None:
+        from handlers.text import TextEncoder
+
+        TextEncoder(build.tokenizer, build.signature)  # a tokenizer that cannot feed these inputs fails here
+        task["tokenizer"] = TOKENIZER_FILE
+    spec = ExportSpec.of(build.signature)
     check_label_count(model, spec, build.labels)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     # Beside out_dir, so the moves below are renames on one filesystem; a dot keeps archive.sh's glob off it.
@@ -64,8 +81,10 @@ def build_model_dir(model: nn.Module, build: ModelBuild, heldout: np.ndarray, ou
         for fmt, reason in exported.unsupported.items():
             print(f"  {fmt:<12} SKIPPED: {reason}")
         write_model_config(staging / MODEL_CONFIG_FILE,
-                           model_config(build.contract, build.labels, build.batching, top_k=build.top_k,
-                                        output=build.output))
+                           model_config(build.signature, build.labels, build.batching, top_k=build.top_k,
+                                        output=build.output, **task))
+        if build.tokenizer is not None:
+            shutil.copyfile(build.tokenizer, staging / TOKENIZER_FILE)
         report = {"rtol": rtol, "atol": atol,
                   **{k: validate.comparisons_as_json(v) for k, v in exported.comparisons.items()},
                   "unsupported": exported.unsupported}
@@ -78,8 +97,11 @@ def check_label_count(model: nn.Module, spec: ExportSpec, labels: Sequence[str])
     if not labels:
         return
     model.eval()
+    example = spec.example(1)
     with torch.inference_mode():
-        output = model(spec.example(1))
+        output = model(*example) if isinstance(example, tuple) else model(example)
+    if not isinstance(output, torch.Tensor):
+        return  # several outputs: labels name the classes of a classifier's one output
     classes = int(output.shape[-1])
     if len(labels) != classes:
         raise ConfigError(f"{len(labels)} labels given ({', '.join(labels)}) but the model answers {classes} "

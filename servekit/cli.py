@@ -8,8 +8,11 @@ import sys
 from typing import TYPE_CHECKING
 from pathlib import Path
 
-from handlers.contract import ConfigError, InputContract
+from handlers.contract import DEFAULT_THRESHOLD, TASKS, ConfigError, HandlerConfig, InputContract
+from handlers.signature import InputSpec, Signature
+from servekit.export import OUTPUT_NAME
 from servekit.gpu_report import add_arguments as add_gpu_report_arguments
+from servekit.images import add_image_arguments
 from servekit.model_config import Batching
 from servekit.optimize.prune import DEFAULT_AMOUNT as DEFAULT_PRUNE_AMOUNT
 from servekit.torchserve import UnsafeModelStore
@@ -59,16 +62,30 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--factory", help="your model: 'package.module:function' returning an nn.Module")
     export.add_argument("--weights", type=Path, help="state_dict file for --factory")
     export.add_argument("--name", help="model name (archive names derive from it)")
-    export.add_argument("--input-name", default="input")
-    export.add_argument("--input-shape", help="per-instance shape without batch, e.g. 3,32,32")
+    export.add_argument("--task", choices=TASKS, help="what the outputs mean (required with --factory)")
+    export.add_argument("--input", action="append", dest="inputs", metavar="NAME:DTYPE:DIMS[:MIN..MAX]",
+                        help="one model input, in the order forward() takes them; DIMS per instance, '..' marks a "
+                             "dynamic dimension: input_ids:int64:1..128:0..29999 or x:float32:13 or image:float32:3,32,32")
+    export.add_argument("--output", action="append", dest="outputs", metavar="NAME",
+                        help=f"model output names, in the order forward() returns them (default: {OUTPUT_NAME})")
+    export.add_argument("--input-name", default="input", help="one float32 input: its name (or use --input)")
+    export.add_argument("--input-shape", help="one float32 input: per-instance shape without batch, e.g. 3,32,32")
     export.add_argument("--min", type=float, dest="min_value", help="smallest allowed input value")
     export.add_argument("--max", type=float, dest="max_value", help="largest allowed input value")
     export.add_argument("--labels", help="comma-separated class labels")
-    export.add_argument("--heldout", type=Path, help=".npy of held-out inputs [N, *shape] to validate on")
+    export.add_argument("--multi-label", action="store_true", help="classification: sigmoid per class, not softmax")
+    export.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD, help="multi-label: predicted at or above")
+    export.add_argument("--normalize", action="store_true", help="embedding: L2-normalise each vector")
+    export.add_argument("--heldout", type=Path,
+                        help="held-out inputs to validate on: .npy [N, *shape], .npz with one array per input, or "
+                             "(image inputs) a directory of image files")
+    export.add_argument("--tokenizer", type=Path,
+                        help="a tokenizers tokenizer.json shipped in the archive: requests may then send text")
     export.add_argument("--rtol", type=float, default=DEFAULT_RTOL)
     export.add_argument("--atol", type=float, default=DEFAULT_ATOL)
     export.add_argument("--formats", default=",".join(EXPORT_FORMATS),
                         help=f"comma-separated subset of {','.join(EXPORT_FORMATS)} (aoti = model.pt2, needs a C++ compiler)")
+    add_image_arguments(export)
     _add_batching_arguments(export)
     export.add_argument("--build-dir", type=Path, default=DEFAULT_BUILD_DIR)
     export.set_defaults(run=_export)
@@ -106,9 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
     variants.add_argument("--factory", help="your model (as for export); default: the demo models")
     variants.add_argument("--weights", type=Path)
     variants.add_argument("--name", help="your model's name: build/NAME must come from 'servekit export'")
-    variants.add_argument("--heldout", type=Path, help="your held-out inputs .npy [N, *shape]")
+    variants.add_argument("--heldout", type=Path, help="your held-out inputs: .npy [N, *shape], or .npz per input")
     variants.add_argument("--heldout-labels", type=Path, help="their integer labels .npy [N]")
-    variants.add_argument("--calibration", type=Path, help="training inputs .npy for static INT8 and fine-tuning")
+    variants.add_argument("--calibration", type=Path, help="training inputs (.npy or .npz) for static INT8 and fine-tuning")
     variants.add_argument("--calibration-labels", type=Path, help="their labels .npy (needed with --finetune-epochs)")
     variants.set_defaults(run=_variants)
 
@@ -134,6 +151,23 @@ def build_parser() -> argparse.ArgumentParser:
     reliability.add_argument("--build-dir", type=Path, default=DEFAULT_BUILD_DIR)
     reliability.add_argument("--reports-dir", type=Path, default=Path("reports"))
     reliability.set_defaults(run=_reliability)
+
+    text = commands.add_parser("text-model", help="BERT-style model: INT8 speed-up and agreement, served batching "
+                               "-> reports/text_model.md (needs the 'text' extra)")
+    text.add_argument("--build-dir", type=Path, default=DEFAULT_BUILD_DIR / "text_model")
+    text.add_argument("--reports-dir", type=Path, default=Path("reports"))
+    text.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads for the in-process timing")
+    text.add_argument("--epochs", type=int, default=4)
+    text.set_defaults(run=_text_model)
+
+    images = commands.add_parser("images", help="an image classifier end to end: ResNet-18 trained on digit images, "
+                                 "exported with declared preprocessing, variants gated; decode measured -> reports/images.md")
+    images.add_argument("--build-dir", type=Path, default=DEFAULT_BUILD_DIR)
+    images.add_argument("--model-store", type=Path, default=Path("model_store"))
+    images.add_argument("--reports-dir", type=Path, default=Path("reports"))
+    images.add_argument("--epochs", type=int, default=2, help="training passes (each about a minute on 2 cores)")
+    images.add_argument("--no-variants", action="store_true", help="skip the INT8/FP16/pruned variants")
+    images.set_defaults(run=_images)
 
     soak = commands.add_parser("soak", help="sustained load for minutes -> reports/soak.md (not in make test)")
     soak.add_argument("--build-dir", type=Path, default=DEFAULT_BUILD_DIR / "soak")
@@ -191,18 +225,29 @@ def _export(args: argparse.Namespace) -> int:
     else:
         from servekit.user_model import heldout_inputs, load_user_model
 
-        if not args.input_shape or not args.name:
-            print("error: --factory needs --name and --input-shape", file=sys.stderr)
+        if not args.name or not args.task:
+            print(f"error: --factory needs --name and --task ({'|'.join(TASKS)}): the export never guesses "
+                  "what the outputs mean", file=sys.stderr)
             return 2
-        try:
-            shape = tuple(int(d) for d in args.input_shape.split(","))
-        except ValueError:
-            raise UserModelError(f"--input-shape must be comma-separated integers like 3,32,32; got {args.input_shape!r}") from None
-        contract = InputContract(args.input_name, shape, "float32", args.min_value, args.max_value)
+        signature = _signature(args)
+        from servekit.images import heldout_images, image_signature, wants_image
+
+        if wants_image(args):
+            signature = image_signature(signature, args)
         model = load_user_model(args.factory, args.weights)
         labels = tuple(args.labels.split(",")) if args.labels else ()
-        build = ModelBuild(args.name, contract, labels, _batching(args))
-        heldout = heldout_inputs(args.heldout, shape, args.min_value, args.max_value)
+        task = {"task": args.task}
+        if args.multi_label:
+            task.update(multi_label=True, threshold=args.threshold)
+        if args.normalize:
+            task["normalize"] = True
+        if args.tokenizer is not None and not args.tokenizer.is_file():
+            raise UserModelError(f"tokenizer file {args.tokenizer} does not exist")
+        build = ModelBuild(args.name, signature, labels, _batching(args), task=task, tokenizer=args.tokenizer)
+        if signature.images and (args.heldout is None or args.heldout.is_dir()):
+            heldout = heldout_images(args.heldout, signature)  # real photos, preprocessed as the handler does
+        else:
+            heldout = heldout_inputs(args.heldout, signature)
     formats = tuple(f.strip() for f in args.formats.split(",") if f.strip())
     if not formats or set(formats) - set(EXPORT_FORMATS):
         print(f"error: --formats must be a comma-separated subset of {','.join(EXPORT_FORMATS)}", file=sys.stderr)
@@ -213,6 +258,43 @@ def _export(args: argparse.Namespace) -> int:
     validated = [FORMAT_NAMES[f] for f in formats if f != "aoti" or (written / AOTI_FILE).exists()]
     print(f"validated {build.name}: {', '.join(validated)} match eager PyTorch (rtol={args.rtol:g}, atol={args.atol:g})")
     return 0
+
+
+def _signature(args: argparse.Namespace) -> Signature:
+    """From repeated --input/--output, or the one float32 input of --input-name/--input-shape/--min/--max."""
+    outputs = tuple(args.outputs or (OUTPUT_NAME,))
+    if args.inputs:
+        if args.input_shape:
+            raise ConfigError("give either --input (any number) or --input-shape, not both")
+        return Signature(tuple(parse_input_option(text, args.min_value, args.max_value) for text in args.inputs),
+                         outputs)
+    if not args.input_shape:
+        raise ConfigError("--factory needs its inputs: --input NAME:DTYPE:DIMS (repeatable) or --input-shape")
+    try:
+        shape = tuple(int(d) for d in args.input_shape.split(","))
+    except ValueError:
+        raise UserModelError(f"--input-shape must be comma-separated integers like 3,32,32; got {args.input_shape!r}") from None
+    return Signature((InputContract(args.input_name, shape, "float32", args.min_value, args.max_value),), outputs)
+
+
+def parse_input_option(text: str, min_value: float | None = None, max_value: float | None = None) -> InputSpec:
+    """``NAME:DTYPE:DIMS[:MIN..MAX]`` -> InputSpec; DIMS comma-separated, ``LOW..HIGH`` for a dynamic one.
+
+    ``--min``/``--max`` apply to every input that gives no range of its own.
+    """
+    parts = text.split(":")
+    if len(parts) not in (3, 4) or not all(parts[:3]):
+        raise ConfigError(f"--input {text!r} must look like NAME:DTYPE:DIMS[:MIN..MAX], e.g. input_ids:int64:1..128")
+    name, dtype, dims = parts[:3]
+    if len(parts) == 4:
+        low, separator, high = parts[3].partition("..")
+        try:
+            if not separator:
+                raise ValueError(parts[3])
+            min_value, max_value = float(low), float(high)
+        except ValueError:
+            raise ConfigError(f"--input {text!r}: the range must look like MIN..MAX, e.g. 0..29999") from None
+    return InputSpec(name, tuple(dims.split(",")), dtype, min_value, max_value)
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -256,6 +338,20 @@ def _reliability(args: argparse.Namespace) -> int:
     return 1 if bad or harmed or not all(a["refused"] for a in doc["access"]) else 0
 
 
+def _text_model(args: argparse.Namespace) -> int:
+    from servekit.text_report import run_text_report
+
+    run_text_report(args.build_dir, args.reports_dir, args.threads, args.epochs)
+    return 0
+
+
+def _images(args: argparse.Namespace) -> int:
+    from servekit.image_demo import run_images
+
+    run_images(args.build_dir, args.model_store, args.reports_dir, args.epochs, variants=not args.no_variants)
+    return 0
+
+
 def _soak(args: argparse.Namespace) -> int:
     from servekit.soak import run_soak
 
@@ -284,7 +380,7 @@ def _user_variant_inputs(args: argparse.Namespace) -> VariantInputs:
 
     from servekit.export import ExportSpec
     from servekit.model_config import MODEL_CONFIG_FILE
-    from servekit.user_model import load_npy, load_user_model
+    from servekit.user_model import heldout_inputs, load_npy, load_user_model
     from servekit.variants import VariantInputs
 
     missing = [flag for flag, value in (("--name", args.name), ("--heldout", args.heldout),
@@ -294,16 +390,25 @@ def _user_variant_inputs(args: argparse.Namespace) -> VariantInputs:
     base_dir = args.build_dir / args.name
     if not (base_dir / MODEL_CONFIG_FILE).exists():
         raise UserModelError(f"{base_dir / MODEL_CONFIG_FILE} is missing: run 'servekit export --factory ... --name {args.name}' first")
-    contract = InputContract.from_dict(yaml.safe_load((base_dir / MODEL_CONFIG_FILE).read_text())["handler"]["input"])
-    load = load_npy
-    x_test, y_test = load(args.heldout).astype(np.float32), load(args.heldout_labels).astype(np.int64)
-    x_cal = load(args.calibration).astype(np.float32) if args.calibration else x_test
-    y_cal = load(args.calibration_labels).astype(np.int64) if args.calibration_labels else None
+    signature = HandlerConfig.from_model_yaml(yaml.safe_load((base_dir / MODEL_CONFIG_FILE).read_text())).signature
+
+    def inputs(path: Path) -> np.ndarray | dict[str, np.ndarray]:
+        arrays = heldout_inputs(path, signature)  # .npy for one input, .npz with one array per input
+        return arrays[signature.single.name].astype(np.float32) if signature.single is not None else arrays
+
+    load_labels = lambda path: load_npy(path).astype(np.int64)  # noqa: E731
+    x_test, y_test = inputs(args.heldout), load_labels(args.heldout_labels)
+    x_cal = inputs(args.calibration) if args.calibration else x_test
+    y_cal = load_labels(args.calibration_labels) if args.calibration_labels else None
     if args.finetune_epochs and y_cal is None:
         raise UserModelError("--finetune-epochs needs --calibration and --calibration-labels")
     return VariantInputs(args.name, load_user_model(args.factory, args.weights),
-                         ExportSpec(contract.name, contract.shape), base_dir, x_cal,
-                         y_cal if y_cal is not None else np.zeros(len(x_cal), np.int64), x_test, y_test)
+                         ExportSpec.of(signature), base_dir, x_cal,
+                         y_cal if y_cal is not None else np.zeros(_count(x_cal), np.int64), x_test, y_test)
+
+
+def _count(x) -> int:  # np.ndarray | dict[str, np.ndarray]
+    return len(next(iter(x.values())) if isinstance(x, dict) else x)
 
 
 if TYPE_CHECKING:

@@ -25,25 +25,38 @@ class Timing:
     items_per_s: float
 
 
-def time_artifacts(paths: Sequence[Path], inputs: np.ndarray, batch_sizes: Sequence[int], threads: int,
-                   rounds: int = DEFAULT_ROUNDS, calls: int = CALLS_PER_ROUND) -> dict[Path, dict[int, Timing]]:
-    """Time every artifact at every batch size, interleaved round by round so they share the noise."""
+def time_artifacts(paths: Sequence[Path], inputs: np.ndarray | dict[str, np.ndarray], batch_sizes: Sequence[int],
+                   threads: int, rounds: int = DEFAULT_ROUNDS, calls: int = CALLS_PER_ROUND) -> dict[Path, dict[int, Timing]]:
+    """Time every artifact at every batch size, interleaved round by round so they share the noise.
+
+    ``inputs``: one array, or one per input name (multi-input models run through ``run_named``).
+    """
     backends = {path: load_backend(path, None, threads) for path in paths}
-    batches = {b: np.ascontiguousarray(np.resize(inputs, (b, *inputs.shape[1:]))) for b in batch_sizes}
+    named = inputs if isinstance(inputs, dict) else None
+    batches = {b: ({name: _resized(array, b) for name, array in named.items()} if named else _resized(inputs, b))
+               for b in batch_sizes}
     samples: dict[tuple[Path, int], list[float]] = {(p, b): [] for p in paths for b in batch_sizes}
     for backend in backends.values():
         for batch in batches.values():
             for _ in range(WARMUP_CALLS):
-                backend.run(batch)
+                _run(backend, batch)
     for _ in range(rounds):
         for path, backend in backends.items():
             for size, batch in batches.items():
                 for _ in range(calls):
                     started = time.perf_counter()
-                    backend.run(batch)
+                    _run(backend, batch)
                     samples[(path, size)].append((time.perf_counter() - started) * 1000.0)
     timings: dict[Path, dict[int, Timing]] = {p: {} for p in paths}
     for (path, size), values in samples.items():
         p50 = float(np.percentile(values, 50))
         timings[path][size] = Timing(size, p50, float(np.percentile(values, 90)), size / (p50 / 1000.0))
     return timings
+
+
+def _resized(array: np.ndarray, rows: int) -> np.ndarray:
+    return np.ascontiguousarray(np.resize(array, (rows, *array.shape[1:])))
+
+
+def _run(backend, batch: np.ndarray | dict[str, np.ndarray]) -> None:
+    backend.run_named(batch) if isinstance(batch, dict) else backend.run(batch)

@@ -1,13 +1,14 @@
-"""Write a model's model-config.yaml: TorchServe batching/workers plus our handler's input contract."""
+"""Write a model's model-config.yaml: TorchServe batching/workers plus our handler's signature and task."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import yaml
 
-from handlers.contract import PREDICTIONS, HandlerConfig, InputContract
+from handlers.contract import PREDICTIONS, HandlerConfig
+from handlers.signature import InputSpec, Signature
 
 MODEL_CONFIG_FILE = "model-config.yaml"
 
@@ -29,27 +30,32 @@ class Batching:
             raise ValueError(f"need 1 <= min_workers <= max_workers, got {self}")
 
 
-def model_config(contract: InputContract, labels: Sequence[str], batching: Batching,
+def model_config(contract: InputSpec | Signature, labels: Sequence[str], batching: Batching,
                  top_k: int = 3, max_instances: int = 64, output: str = PREDICTIONS,
-                 composition: dict | None = None) -> dict:
-    """The mapping TorchServe reads (camelCase keys) plus our ``handler`` section."""
+                 composition: dict | None = None, **task: Any) -> dict:
+    """The mapping TorchServe reads (camelCase keys) plus our ``handler`` section.
+
+    ``task`` holds HandlerConfig's task settings (task, multi_label, threshold, normalize, tokenizer).
+    """
+    from handlers.composition import CompositionConfig
+
+    signature = contract if isinstance(contract, Signature) else Signature((contract,))
+    handler = HandlerConfig(signature=signature, labels=tuple(labels), top_k=top_k, max_instances=max_instances, output=output,
+                            composition=None if composition is None else CompositionConfig.from_dict(composition),
+                            **task)
+    return handler_model_config(handler, batching)
+
+
+def handler_model_config(handler: HandlerConfig, batching: Batching) -> dict:
+    """model-config.yaml's mapping for an already built HandlerConfig."""
     document = {
         "minWorkers": batching.min_workers,
         "maxWorkers": batching.max_workers,
         "batchSize": batching.batch_size,
         "maxBatchDelay": batching.max_batch_delay_ms,
         "responseTimeout": batching.response_timeout_s,
-        "handler": {
-            "input": contract.to_dict(),
-            "labels": list(labels),
-            "top_k": top_k,
-            "max_instances": max_instances,
-        },
+        "handler": handler.to_section(),
     }
-    if output != PREDICTIONS:
-        document["handler"]["output"] = output
-    if composition is not None:
-        document["handler"]["composition"] = composition
     HandlerConfig.from_model_yaml(document)  # fail at build time, not in the worker
     return document
 

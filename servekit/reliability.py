@@ -54,20 +54,21 @@ def send_together(client: TorchServeClient, model: str, bodies: list[tuple[bytes
 
 
 def run_matrix(client: TorchServeClient, archive: str, shape: tuple[int, ...], cases: list[BadInput],
-               batch_size: int) -> tuple[list[CaseOutcome], int]:
+               batch_size: int, good_request: tuple[bytes, str] | None = None) -> tuple[list[CaseOutcome], int]:
     """Send the cases in groups mixed half and half with good requests; return outcomes and good failures.
 
     Every group is sent at once so bad and good requests share batches; a good request that
-    does not get 200 and the baseline answer counts as a failure.
+    does not get 200 and the baseline answer counts as a failure. ``good_request``: a body and its
+    content type (default: an .npy instance of ``shape``; an image model needs an image).
     """
-    good = good_body(shape)
-    baseline = client.predict_raw(archive, good, NPY_CONTENT_TYPE)
+    good, good_type = good_request or (good_body(shape), NPY_CONTENT_TYPE)
+    baseline = client.predict_raw(archive, good, good_type)
     baseline.raise_for_status()
     outcomes, good_failures = [], 0
     group = max(1, batch_size // 2)
     for start in range(0, len(cases), group):
         chunk = cases[start:start + group]
-        bodies = [(c.body, c.content_type) for c in chunk] + [(good, NPY_CONTENT_TYPE)] * len(chunk)
+        bodies = [(c.body, c.content_type) for c in chunk] + [(good, good_type)] * len(chunk)
         responses = send_together(client, archive, bodies)
         for case, response in zip(chunk, responses):
             message = error_message(response)

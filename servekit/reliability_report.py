@@ -9,7 +9,7 @@ from pathlib import Path
 import requests
 
 from servekit.archiving import run_archive_sh
-from servekit.bad_inputs import bad_inputs
+from servekit.bad_inputs import bad_images, bad_inputs
 from servekit.client import TorchServeError
 from servekit.demo import demo_build_inputs
 from servekit.model_config import Batching
@@ -33,6 +33,9 @@ def run_reliability(build_dir: Path, reports_dir: Path) -> dict:
         build_model_dir(model, build, heldout, build_dir / name)
         run_archive_sh([build_dir / name], store, quiet=True)
         shapes[name] = spec.input_shape
+    from servekit.vision import TINY_MAX_PIXELS, TINY_NAME, export_tiny_vision
+
+    run_archive_sh([export_tiny_vision(build_dir)], store, quiet=True)
     server = TorchServe(store, build_dir / "reliability_server")
     client = server.start()
     doc: dict = {"matrix": [], "faults": [], "access": []}
@@ -48,6 +51,7 @@ def run_reliability(build_dir: Path, reports_dir: Path) -> dict:
                                       "healthy_after": client.ping()})
                 print(f"  {archive_name}: {sum(o.passed for o in outcomes)}/{len(outcomes)} bad inputs answered as "
                       f"expected; {good_failures} good batch-mates harmed")
+        _image_matrix(client, doc, TINY_NAME, TINY_MAX_PIXELS)
         mlp_shape = shapes["digits_mlp"]
         for fault in (kill_worker_under_load(client, "digits_mlp_onnx", mlp_shape),
                       scale_under_load(client, "digits_mlp_ts", mlp_shape),
@@ -70,6 +74,23 @@ def run_reliability(build_dir: Path, reports_dir: Path) -> dict:
     (reports_dir / "reliability.md").write_text(render(doc))
     print(f"wrote {reports_dir}/reliability.md")
     return doc
+
+
+def _image_matrix(client, doc: dict, name: str, max_pixels: int) -> None:
+    """Bad images (corrupt, truncated, GIF/BMP/TIFF, bombs, bad base64, v2) mixed with real photos."""
+    from servekit.images import encode, sample_photos
+
+    photo = encode(sample_photos()[0])
+    for fmt in ("ts", "onnx"):
+        archive_name = f"{name}_{fmt}"
+        client.register(f"{archive_name}.mar", batch_size=BATCH_SIZE, max_batch_delay_ms=10)
+        cases = bad_images(max_pixels, "image")
+        outcomes, good_failures = run_matrix(client, archive_name, (), cases, BATCH_SIZE, (photo, "image/jpeg"))
+        doc["matrix"].append({"archive": archive_name, "cases": [asdict(o) for o in outcomes],
+                              "good_requests": len(cases), "good_failures": good_failures,
+                              "healthy_after": client.ping()})
+        print(f"  {archive_name}: {sum(o.passed for o in outcomes)}/{len(outcomes)} bad images answered as "
+              f"expected; {good_failures} good batch-mates harmed")
 
 
 def access_checks(client) -> list[dict]:
@@ -114,9 +135,12 @@ def render(doc: dict) -> str:
     for m in doc["matrix"]:
         lines.append(f"| {m['archive']} | {sum(c['passed'] for c in m['cases'])}/{len(m['cases'])} | {m['good_failures']} | "
                      f"{'yes' if m['healthy_after'] else 'NO'} |")
-    lines += ["", "| case | status | message (first archive) |", "|---|---|---|"]
-    for c in doc["matrix"][0]["cases"]:
-        lines.append(f"| {c['case']} | {c['status']} | {c['message'][:90].replace('|', '/')} |")
+    lines += ["", "| case | status | message (first archive of its kind) |", "|---|---|---|"]
+    seen = set()
+    for c in cases:  # tensor cases from the first archive, image cases from the first image archive
+        if c["case"] not in seen:
+            seen.add(c["case"])
+            lines.append(f"| {c['case']} | {c['status']} | {c['message'][:90].replace('|', '/')} |")
     lines += ["", "## Faults", "", "| fault | requests | failures seen and retried | lost |", "|---|---|---|---|"]
     for f in doc["faults"]:
         lines.append(f"| {f['fault']} | {f.get('requests', '–')} | {f.get('retried_failures', '–')} | {f['lost']} |")

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from servekit import validate
-from servekit.build import seal
+from servekit.build import TOKENIZER_FILE, seal
 from servekit.export import (AOTI_FILE, ONNX_FILE, TORCHSCRIPT_FILE, ExportSpec, capture, compile_aoti, export_onnx,
                              export_torchscript)
 from servekit.model_config import MODEL_CONFIG_FILE
@@ -74,24 +74,28 @@ class VariantInputs:
     model: nn.Module
     spec: ExportSpec
     base_dir: Path
-    x_train: np.ndarray
+    x_train: np.ndarray | dict[str, np.ndarray]  # one array, or one per input name (multi-input models)
     y_train: np.ndarray
-    x_test: np.ndarray
+    x_test: np.ndarray | dict[str, np.ndarray]
     y_test: np.ndarray
 
 
-def runner_for(path: Path) -> Callable[[np.ndarray], np.ndarray]:
-    """The CPU runner for an artifact, chosen by suffix."""
-    runners = {"onnx": validate.onnx_runner, "torchscript": validate.torchscript_runner, "aoti": validate.aoti_runner}
-    return runners[FORMAT_BY_SUFFIX[path.suffix]](path)
+def runner_for(path: Path, input_names: tuple[str, ...] | None = None) -> Callable[..., np.ndarray]:
+    """The CPU runner for an artifact, chosen by suffix; called with the input arrays in signature order."""
+    fmt = FORMAT_BY_SUFFIX[path.suffix]
+    if fmt == "onnx":
+        return validate.onnx_runner(path, input_names)
+    return validate.aoti_runner(path) if fmt == "aoti" else validate.torchscript_runner(path)
 
 
-def eager_runner(model: nn.Module) -> Callable[[np.ndarray], np.ndarray]:
-    """An eager model as a function of a numpy batch."""
-    def run(batch: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            return model(torch.from_numpy(np.ascontiguousarray(batch))).numpy()
-    return run
+def eager_runner(model: nn.Module) -> Callable[..., np.ndarray]:
+    """An eager model as a function of numpy input batches."""
+    return validate.eager_runner(model)
+
+
+def input_arrays(x: np.ndarray | dict[str, np.ndarray], spec: ExportSpec) -> list[np.ndarray]:
+    """The model's input arrays in signature order (one array stays one)."""
+    return [x[name] for name in spec.signature.names] if isinstance(x, dict) else [x]
 
 
 def build_variants(inputs: VariantInputs, out_root: Path, prune_amount: float = prune.DEFAULT_AMOUNT,
@@ -109,8 +113,12 @@ def build_variants(inputs: VariantInputs, out_root: Path, prune_amount: float = 
         shutil.rmtree(directory, ignore_errors=True)
         directory.mkdir(parents=True)
         shutil.copy(base / MODEL_CONFIG_FILE, directory / MODEL_CONFIG_FILE)
+        if (base / TOKENIZER_FILE).exists():  # a text model's variants take text too
+            shutil.copy(base / TOKENIZER_FILE, directory / TOKENIZER_FILE)
 
     finetune = None
+    if finetune_epochs and isinstance(inputs.x_train, dict):
+        raise ValueError("fine-tuning after pruning takes one input; this model has several")
     if finetune_epochs:
         finetune = prune.finetuner(torch.from_numpy(inputs.x_train), torch.from_numpy(inputs.y_train), finetune_epochs)
     int8 = quantize.torch_dynamic_int8(inputs.model)
@@ -136,7 +144,8 @@ def build_variants(inputs: VariantInputs, out_root: Path, prune_amount: float = 
                quantize.onnx_dynamic_int8(dirs["pruned"] / ONNX_FILE, dirs["pruned_int8"] / ONNX_FILE),
                "pruned", INT8_TOLERANCE),
         result("onnx_qdq_int8", "qdq",
-               quantize.onnx_static_qdq_int8(base / ONNX_FILE, dirs["qdq"] / ONNX_FILE, spec.input_name, inputs.x_train),
+               quantize.onnx_static_qdq_int8(base / ONNX_FILE, dirs["qdq"] / ONNX_FILE,
+                                             dict(zip(spec.signature.names, input_arrays(inputs.x_train, spec)))),
                "fp32", INT8_TOLERANCE),
         result("ts_fp16", "fp16", export_torchscript(half, spec, dirs["fp16"] / TORCHSCRIPT_FILE), "fp32", FP16_TOLERANCE),
         result("onnx_fp16", "fp16", quantize.onnx_fp16(base / ONNX_FILE, dirs["fp16"] / ONNX_FILE), "fp32", FP16_TOLERANCE),
@@ -155,30 +164,38 @@ def build_variants(inputs: VariantInputs, out_root: Path, prune_amount: float = 
         if r.family.startswith("pruned"):
             r.sparsity, r.sparsity_per_layer = measured.global_fraction, measured.per_layer
     for r in results:
-        _check_outputs(r, references[r.reference], inputs.x_test)
+        _check_outputs(r, references[r.reference], inputs.x_test, spec)
     return results
 
 
-def _check_outputs(result: VariantResult, reference: nn.Module, heldout: np.ndarray) -> None:
-    """Checker (ONNX) plus output comparison with the variant's reference at batch 1, 7, 64."""
+def _check_outputs(result: VariantResult, reference: nn.Module, heldout: np.ndarray | dict[str, np.ndarray],
+                   spec: ExportSpec) -> None:
+    """Checker (ONNX) plus output comparison with the variant's reference at batch 1, 7, 64 (and at the
+    shortest, a middle and the longest length of a dynamic dimension)."""
     if result.fmt == "onnx":
         validate.check_onnx_model(result.path)
+    named = heldout if isinstance(heldout, dict) else {spec.input_name: heldout}
     try:
-        result.output_check = validate.validate_artifact(reference, result.variant, runner_for(result.path), heldout,
-                                                         rtol=result.rtol, atol=result.atol)
+        result.output_check = validate.validate_artifact(reference, result.variant,
+                                                         runner_for(result.path, spec.signature.names), named,
+                                                         rtol=result.rtol, atol=result.atol, signature=spec.signature)
     except validate.ExportValidationError as err:
         result.output_check = err.comparisons
         result.reason = f"outputs differ from {result.reference} beyond rtol={result.rtol:g}, atol={result.atol:g}"
 
 
-def judge(results: list[VariantResult], fp32: nn.Module, x_test: np.ndarray, y_test: np.ndarray,
-          gates: Gates) -> None:
-    """Fill accuracy/agreement/diff and the verdict; delete the artifacts of failing variants."""
-    fp32_logits = eager_runner(fp32)(x_test)
+def judge(results: list[VariantResult], fp32: nn.Module, x_test: np.ndarray | dict[str, np.ndarray], y_test: np.ndarray,
+          gates: Gates, input_names: tuple[str, ...] | None = None) -> None:
+    """Fill accuracy/agreement/diff and the verdict; delete the artifacts of failing variants.
+
+    ``x_test`` holds one array, or one per input (then ``input_names`` gives their order).
+    """
+    arrays = [x_test[name] for name in (input_names or tuple(x_test))] if isinstance(x_test, dict) else [x_test]
+    fp32_logits = eager_runner(fp32)(*arrays)
     fp32_pred = fp32_logits.argmax(axis=1)
     fp32_accuracy = float((fp32_pred == y_test).mean())
     for r in results:
-        logits = runner_for(r.path)(x_test)
+        logits = runner_for(r.path, input_names)(*arrays)
         predicted = logits.argmax(axis=1)
         r.accuracy = float((predicted == y_test).mean())
         r.agreement = float((predicted == fp32_pred).mean())

@@ -55,7 +55,7 @@ def run_variants(jobs: list[VariantInputs], model_store: Path, reports_dir: Path
     for inputs in jobs:
         print(f"\n==> {inputs.name}: building variants (prune amount {prune_amount:.0%}, fine-tune {finetune_epochs} epochs)")
         results = build_variants(inputs, inputs.base_dir.parent, prune_amount, finetune_epochs)
-        judge(results, inputs.model, inputs.x_test, inputs.y_test, gates)
+        judge(results, inputs.model, inputs.x_test, inputs.y_test, gates, inputs.spec.signature.names)
         prune_empty_family_dirs(results)
         for r in results:
             verdict = "pass" if r.passed else f"REJECTED: {r.reason}"
@@ -223,6 +223,7 @@ def _ratio(slower: dict | None, faster: dict, size: int) -> float | None:
     """How many times faster ``faster`` ran than ``slower`` at one batch size (p50 ratio)."""
     key = f"p50_ms_b{size}"
     return slower[key] / faster[key] if slower and slower.get(key) and faster.get(key) else None
+MIN_MARKER_AREA = 10.0
 
 
 def plot(rows: list[dict], path: Path) -> None:
@@ -238,7 +239,10 @@ def plot(rows: list[dict], path: Path) -> None:
         points = [r for r in rows if r["model"] == model and r["passed"] and r.get("p50_ms_b32")]
         for r in points:
             colour = FORMAT_COLOURS[r["format"]]
-            ax.scatter(r["file_bytes"] / 1024, r["p50_ms_b32"], s=(r["accuracy"] * 100 - 90) * 40, c=colour, alpha=0.6)
+            # Area grows with accuracy above 90 %; a model below 90 % still gets a visible marker
+            # (a negative area made matplotlib fail on the first model under 90 %).
+            ax.scatter(r["file_bytes"] / 1024, r["p50_ms_b32"], s=max(MIN_MARKER_AREA, (r["accuracy"] * 100 - 90) * 40),
+                       c=colour, alpha=0.6)
             ax.annotate(f"{r['variant']} {r['accuracy']:.1%}", (r["file_bytes"] / 1024, r["p50_ms_b32"]),
                         fontsize=7, xytext=(4, 4), textcoords="offset points")
         ax.set_yscale("log")

@@ -67,3 +67,59 @@ def variant_results(built_models: dict[str, BuiltModel], digits: DigitsSplit):
         prune_empty_family_dirs(mine)
         results.extend(mine)
     return results
+
+
+@pytest.fixture(scope="session")
+def any_models(tmp_path_factory: pytest.TempPathFactory, built_models) -> dict[str, Path]:
+    """A regressor, a two-output regressor, an embedder and a two-input text classifier, exported once.
+
+    After the demo models: a handler loaded here sets torch's process-wide thread count, and the demo
+    CNN trained under another count gives a static-QDQ variant just past its output tolerance.
+    """
+    from support.any_models import ANY_MODELS, export_any_model
+
+    root = tmp_path_factory.mktemp("any_models")
+    return {name: export_any_model(model, root) for name, model in ANY_MODELS.items()}
+
+
+@dataclass(frozen=True)
+class BertBuild:
+    """The BERT-style text classifier trained, exported and its variants gated, as a user would run it."""
+
+    task: object  # servekit.text_model.TextTask
+    build_dir: Path
+    variants: list[dict]
+
+
+@pytest.fixture(scope="session")
+def bert_build(tmp_path_factory: pytest.TempPathFactory, built_models) -> BertBuild:
+    """transformers' BertForSequenceClassification (tiny config, random init) trained for seconds on the
+    synthetic topic task, then `servekit export` (two int64 inputs, length 1..64) and `servekit variants`."""
+    import json
+
+    from servekit.cli import main
+    from servekit.text_model import LABELS, VOCAB_SIZE, prepare_text_task
+
+    root = tmp_path_factory.mktemp("bert")
+    task = prepare_text_task(root / "data")
+    np.save(root / "data" / "labels.npy", task.test_labels)
+    np.savez(root / "data" / "train.npz", **task.train_inputs)
+    common = ["--factory", "servekit.text_model:tiny_bert", "--weights", str(task.weights_path), "--name", "bert",
+              "--build-dir", str(root / "build")]
+    assert main(["export", *common, "--task", "classification", "--labels", ",".join(LABELS),
+                 "--input", f"input_ids:int64:1..64:0..{VOCAB_SIZE - 1}", "--input", "attention_mask:int64:1..64:0..1",
+                 "--heldout", str(task.heldout_path), "--tokenizer", str(task.tokenizer_path), "--atol", "1e-4",
+                 "--batch-size", "16", "--max-batch-delay", "20", "--formats", "torchscript,onnx"]) == 0
+    assert main(["variants", *common, "--heldout", str(task.heldout_path), "--heldout-labels",
+                 str(root / "data" / "labels.npy"), "--calibration", str(root / "data" / "train.npz"),
+                 "--model-store", str(root / "store"), "--reports-dir", str(root / "reports")]) == 0
+    rows = json.loads((root / "reports" / "variants.json").read_text())["variants"]
+    return BertBuild(task, root / "build", rows)
+
+
+@pytest.fixture(scope="session")
+def image_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny image classifier, exported with declared preprocessing (support.image_models)."""
+    from support.image_models import export_tiny_vision
+
+    return export_tiny_vision(tmp_path_factory.mktemp("image_models"))

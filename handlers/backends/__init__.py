@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Mapping, Protocol, Sequence
 
 import numpy as np
 
@@ -18,6 +18,10 @@ class Backend(Protocol):
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         """Return the model's output for a ``[N, ...]`` batch."""
+
+    def run_named(self, inputs: Mapping[str, np.ndarray]) -> Sequence[np.ndarray]:
+        """Run one batch given as input name -> ``[N, ...]`` array, in the signature's order and each in its
+        declared dtype (int64 ids stay int64); return every model output, in the model's order."""
 
     def describe(self) -> str:
         """Human-readable runtime, device and threads."""

@@ -87,6 +87,9 @@ class TorchGraphRunner:
         graph = torch.cuda.CUDAGraph()
         with torch.inference_mode(), torch.cuda.graph(graph):
             static_out = self.module(static_in)
+        if not isinstance(static_out, torch.Tensor):
+            raise GraphMismatch(f"CUDA graph for batch {bucket}: the model answers {type(static_out).__name__}, "
+                                f"and graphs here replay models with one output tensor")
         graph.replay()
         with torch.inference_mode():
             expected = self.module(static_in[:probe].clone()).float()

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -58,15 +58,18 @@ class OnnxRuntimeBackend:
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         """Run one batch; output comes back as float32 numpy."""
-        return np.asarray(self.run_feeds({self.input_name: batch})[0], dtype=np.float32)
+        return np.asarray(self.run_named({self.input_name: batch})[0], dtype=np.float32)
 
-    def run_feeds(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        """Run named inputs (cast to the model's input dtypes); every output, on the host."""
+    def run_named(self, inputs: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        """Feed every session input by name (cast to the graph's dtype); all outputs in the graph's order.
+
+        An input the exporter dropped (the model never reads it) is not fed."""
         dtypes = dict(self.inputs)
-        cast = {name: np.ascontiguousarray(array, dtype=dtypes[name]) for name, array in feeds.items()}
+        feed = {name: np.ascontiguousarray(array, dtype=dtypes[name]) for name, array in inputs.items()
+                if name in dtypes}
         if self.binding is not None:
-            return self.binding.run(cast)
-        return self.session.run(None, cast)
+            return self.binding.run(feed)
+        return self.session.run(None, feed)
 
     def describe(self) -> str:
         """Runtime, provider, IO binding and threads."""

@@ -5,7 +5,7 @@ import logging
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -48,15 +48,25 @@ class TorchScriptBackend:
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         """Run one batch; output comes back as float32 numpy on the host."""
-        if self.graphs is not None and self.graphs.bucket(batch.shape[0]) is not None:
-            output = self._replay(batch)
+        return np.asarray(self.run_named({"input": batch})[0], dtype=np.float32)
+
+    def run_named(self, inputs: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        """Call the module with the inputs as positional arguments in signature order. Floating inputs
+        take the module's float dtype; integer and bool inputs keep theirs (int64 ids stay int64).
+
+        On a GPU, floating inputs are copied in from pinned memory, and a one-input model replays
+        its CUDA graph when one is configured for the batch's size."""
+        arrays = list(inputs.values())
+        if self.graphs is not None and len(arrays) == 1 and self.graphs.bucket(arrays[0].shape[0]) is not None:
+            outputs = [self._replay(arrays[0])]
         else:
-            tensor = self._to_device(batch)
+            tensors = [self._to_device(array) if array.dtype.kind == "f"
+                       else torch.from_numpy(np.ascontiguousarray(array)).to(self.device) for array in arrays]
             with torch.inference_mode(), intra_op_threads(None if self.device.type == "cuda" else self.threads):
-                output = self.module(tensor)
+                outputs = _as_tensors(self.module(*tensors))
         if self.device.type == "cuda":
-            self.copies += 2
-        return output.float().cpu().numpy()
+            self.copies += len(arrays) + len(outputs)
+        return [t.float().cpu().numpy() if t.is_floating_point() else t.cpu().numpy() for t in outputs]
 
     def _replay(self, batch: np.ndarray) -> torch.Tensor:
         """The batch through the CUDA graph of its bucket; off for good if the graph disagrees."""
@@ -130,3 +140,12 @@ def intra_op_threads(count: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(previous)
+
+
+def _as_tensors(output: Any) -> list[torch.Tensor]:
+    """A module's result as a list: one tensor, a tuple/list of them, or a dict (in its order)."""
+    if isinstance(output, torch.Tensor):
+        return [output]
+    if isinstance(output, dict):
+        return list(output.values())
+    return list(output)

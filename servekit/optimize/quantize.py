@@ -111,22 +111,25 @@ def onnx_dynamic_int8(source: Path, target: Path) -> Path:
 
 
 class _ArrayReader:
-    """CalibrationDataReader over a numpy array, one batch of 1 at a time."""
+    """CalibrationDataReader over named arrays, one instance (batch of 1) at a time."""
 
-    def __init__(self, input_name: str, data: np.ndarray) -> None:
-        self._batches = iter([{input_name: row[np.newaxis]} for row in data])
+    def __init__(self, data: dict[str, np.ndarray]) -> None:
+        count = min(len(array) for array in data.values())
+        self._batches = iter([{name: array[row:row + 1] for name, array in data.items()} for row in range(count)])
 
     def get_next(self) -> dict | None:
         return next(self._batches, None)
 
 
-def onnx_static_qdq_int8(source: Path, target: Path, input_name: str, calibration: np.ndarray) -> Path:
-    """Static QDQ quantization calibrated on (training) data: INT8 activations and weights, Conv included."""
+def onnx_static_qdq_int8(source: Path, target: Path, calibration: dict[str, np.ndarray]) -> Path:
+    """Static QDQ quantization calibrated on (training) data by input name: INT8 activations and weights,
+    Conv included."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     prepared = _preprocessed(source, target)
+    samples = {name: array[:CALIBRATION_SAMPLES] for name, array in calibration.items()}
     try:
-        quantize_static(str(prepared), str(target), _ArrayReader(input_name, calibration[:CALIBRATION_SAMPLES]),
+        quantize_static(str(prepared), str(target), _ArrayReader(samples),
                         quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8,
                         weight_type=QuantType.QInt8, per_channel=True, calibrate_method=CalibrationMethod.MinMax)
     finally:

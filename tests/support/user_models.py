@@ -48,3 +48,66 @@ class ItemScaled(nn.Module):
 def item_scaled() -> nn.Module:
     torch.manual_seed(0)
     return ItemScaled()
+
+
+def regressor() -> nn.Module:
+    """13 features -> 1 number (a house price, say): seeded, no training needed to compare answers."""
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(13, 16), nn.ReLU(), nn.Linear(16, 1))
+
+
+class TwoHeads(nn.Module):
+    """Two named outputs: a scalar and a 2-vector per instance."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.price, self.range = nn.Linear(4, 1), nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.price(x).squeeze(1), self.range(x)
+
+
+def two_heads() -> nn.Module:
+    torch.manual_seed(0)
+    return TwoHeads()
+
+
+def embedder() -> nn.Module:
+    """8 features -> a 6-dimensional vector."""
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(8, 12), nn.Tanh(), nn.Linear(12, 6))
+
+
+class MaskedMeanText(nn.Module):
+    """int64 token ids + attention mask -> embedding -> masked mean -> 4 classes (padding never changes it)."""
+
+    def __init__(self, vocab: int = 50, width: int = 8) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(vocab, width)
+        self.head = nn.Linear(width, 4)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        mask = attention_mask.unsqueeze(-1).to(self.embedding.weight.dtype)
+        pooled = (self.embedding(input_ids) * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+        return self.head(pooled)
+
+
+def masked_mean_text() -> nn.Module:
+    torch.manual_seed(0)
+    return MaskedMeanText()
+
+
+class BakedLength(nn.Module):
+    """Divides by the sequence length as a Python number: tracing bakes in the length it saw."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(50, 4)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.embedding(input_ids).sum(1) / float(input_ids.shape[1])
+
+
+def baked_length() -> nn.Module:
+    torch.manual_seed(0)
+    return BakedLength()

@@ -14,6 +14,7 @@ from servekit.validate import ExportValidationError
 from support.user_models import branchy, tiny_classifier
 
 CONTRACT = InputContract("features", (4,), "float32", 0.1, 1.0)
+FORMATS = ("torchscript", "onnx")  # AOTInductor's compile is covered in test_aoti
 HELDOUT = np.random.default_rng(0).uniform(0.1, 1.0, size=(64, 4)).astype(np.float32)
 
 
@@ -23,17 +24,17 @@ def _files(directory: Path) -> dict[str, bytes]:
 
 def test_a_failed_export_leaves_the_previous_good_export_untouched(tmp_path: Path) -> None:
     out = tmp_path / "mine"
-    build_model_dir(tiny_classifier(), ModelBuild("mine", CONTRACT, ("a", "b", "c")), HELDOUT, out)
+    build_model_dir(tiny_classifier(), ModelBuild("mine", CONTRACT, ("a", "b", "c"), formats=FORMATS), HELDOUT, out)
     good = _files(out)
     with pytest.raises(ExportValidationError):
-        build_model_dir(branchy(), ModelBuild("mine", CONTRACT, ("x", "y", "z")), HELDOUT, out)
+        build_model_dir(branchy(), ModelBuild("mine", CONTRACT, ("x", "y", "z"), formats=FORMATS), HELDOUT, out)
     assert _files(out) == good
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mine"]  # no staging folder left behind
 
 
 def test_validation_json_vouches_for_exactly_the_artifacts(tmp_path: Path) -> None:
     out = tmp_path / "mine"
-    build_model_dir(tiny_classifier(), ModelBuild("mine", CONTRACT, ()), HELDOUT, out)
+    build_model_dir(tiny_classifier(), ModelBuild("mine", CONTRACT, (), formats=FORMATS), HELDOUT, out)
     vouched = json.loads((out / "validation.json").read_text())[ARTIFACTS_KEY]
     assert vouched == {name: file_sha256(out / name) for name in ("model.pt", "model.onnx", "model-config.yaml")}
     # A re-export in one format removes the other: an old model.onnx must not be archived beside a new model.pt.
@@ -44,5 +45,5 @@ def test_validation_json_vouches_for_exactly_the_artifacts(tmp_path: Path) -> No
 
 def test_a_label_count_that_does_not_match_the_output_is_refused_before_anything_is_written(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"2 labels given \(cat, dog\) but the model answers 3 classes"):
-        build_model_dir(tiny_classifier(), ModelBuild("mine", CONTRACT, ("cat", "dog")), HELDOUT, tmp_path / "mine")
+        build_model_dir(tiny_classifier(), ModelBuild("mine", CONTRACT, ("cat", "dog"), formats=FORMATS), HELDOUT, tmp_path / "mine")
     assert not list(tmp_path.iterdir())

@@ -16,7 +16,7 @@ def test_user_model_exports_with_contract_and_batching(tmp_path: Path, capsys: p
     weights = tmp_path / "w.pt"
     torch.save(tiny_classifier().state_dict(), weights)
     status = main(["export", "--factory", "support.user_models:tiny_classifier", "--weights", str(weights),
-                   "--name", "mine", "--input-name", "features", "--input-shape", "4", "--min", "-1", "--max", "1",
+                   "--name", "mine", "--task", "classification", "--input-name", "features", "--input-shape", "4", "--min", "-1", "--max", "1",
                    "--labels", "a,b,c", "--batch-size", "8", "--max-batch-delay", "3", "--build-dir", str(tmp_path)])
     assert status == 0
     out_dir = tmp_path / "mine"
@@ -29,7 +29,7 @@ def test_user_model_exports_with_contract_and_batching(tmp_path: Path, capsys: p
 
 
 def test_broken_export_exits_non_zero_with_the_difference(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    status = main(["export", "--factory", "support.user_models:branchy", "--name", "bad",
+    status = main(["export", "--factory", "support.user_models:branchy", "--name", "bad", "--task", "classification",
                    "--input-shape", "4", "--min", "0.1", "--max", "1", "--build-dir", str(tmp_path)])
     assert status == 2
     err = capsys.readouterr().err
@@ -44,7 +44,8 @@ def test_broken_export_exits_non_zero_with_the_difference(tmp_path: Path, capsys
 ])
 def test_bad_model_reference_is_explained(tmp_path: Path, capsys: pytest.CaptureFixture,
                                           reference: str, message: str) -> None:
-    status = main(["export", "--factory", reference, "--name", "x", "--input-shape", "4", "--build-dir", str(tmp_path)])
+    status = main(["export", "--factory", reference, "--name", "x", "--task", "classification", "--input-shape", "4",
+                   "--build-dir", str(tmp_path)])
     assert status == 2 and message in capsys.readouterr().err
 
 
@@ -64,8 +65,8 @@ def test_user_model_variants_are_gated_archived_and_reported(tmp_path: Path, cap
     common = ["--factory", "support.user_models:tiny_classifier", "--weights", str(weights), "--name", "mine",
               "--build-dir", str(tmp_path / "build")]
     # Without model.pt2 (its compile is covered elsewhere), so no AOTInductor variants: keeps this test fast.
-    assert main(["export", *common, "--input-name", "features", "--input-shape", "4", "--min", "-1", "--max", "1",
-                 "--heldout", str(tmp_path / "x.npy"), "--formats", "torchscript,onnx"]) == 0
+    assert main(["export", *common, "--task", "classification", "--input-name", "features", "--input-shape", "4",
+                 "--min", "-1", "--max", "1", "--heldout", str(tmp_path / "x.npy"), "--formats", "torchscript,onnx"]) == 0
     assert not (tmp_path / "build" / "mine" / "model.pt2").exists()
     assert main(["variants", *common, "--heldout", str(tmp_path / "x.npy"), "--heldout-labels", str(tmp_path / "y.npy"),
                  "--model-store", str(tmp_path / "store"), "--reports-dir", str(tmp_path / "reports")]) == 0
@@ -106,8 +107,8 @@ def test_every_export_error_is_one_line_and_writes_nothing(tmp_path: Path, capsy
     np.save(tmp_path / "few.npy", np.random.default_rng(0).uniform(0, 1, size=(10, 4)).astype(np.float32))
     torch.save(torch.nn.Linear(2, 2).state_dict(), tmp_path / "wrong.pt")
     paths = {"few": tmp_path / "few.npy", "missing": tmp_path / "missing.npy", "wrong_weights": tmp_path / "wrong.pt"}
-    args = ["export", "--factory", "support.user_models:tiny_classifier", "--name", "mine", "--input-shape", "4",
-            "--build-dir", str(tmp_path / "build")]
+    args = ["export", "--factory", "support.user_models:tiny_classifier", "--name", "mine", "--task", "classification",
+            "--input-shape", "4", "--build-dir", str(tmp_path / "build")]
     status = main(args + [a.format(**paths) for a in extra])
     assert status == 2
     assert message in _stderr_is_one_error_line(capsys.readouterr().err)
@@ -115,7 +116,7 @@ def test_every_export_error_is_one_line_and_writes_nothing(tmp_path: Path, capsy
 
 
 def test_a_failed_validation_is_one_line_too(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    status = main(["export", "--factory", "support.user_models:branchy", "--name", "bad",
+    status = main(["export", "--factory", "support.user_models:branchy", "--name", "bad", "--task", "classification",
                    "--input-shape", "4", "--min", "0.1", "--max", "1", "--build-dir", str(tmp_path)])
     assert status == 2
     line = _stderr_is_one_error_line(capsys.readouterr().err)
@@ -128,7 +129,7 @@ def test_an_unexpected_error_is_one_line_with_a_way_to_the_traceback(tmp_path: P
     # A factory that raises: the user's own code failing, which servekit cannot explain any better.
     (tmp_path / "exploding.py").write_text("def build():\n    raise ZeroDivisionError('inside the factory')\n")
     monkeypatch.chdir(tmp_path)
-    status = main(["export", "--factory", "exploding:build", "--name", "x", "--input-shape", "4"])
+    status = main(["export", "--factory", "exploding:build", "--name", "x", "--task", "regression", "--input-shape", "4"])
     assert status == 1
     line = _stderr_is_one_error_line(capsys.readouterr().err)
     assert "unexpected ZeroDivisionError: inside the factory" in line and "SERVEKIT_TRACEBACK=1" in line
@@ -147,7 +148,8 @@ def test_factory_is_imported_from_the_current_folder_like_python_m(tmp_path: Pat
                                        "    return torch.nn.Sequential(torch.nn.Linear(4, 3))\n")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     result = subprocess.run([str(Path(sys.executable).parent / "servekit"), "export", "--factory", "mypackage.models:build_net",
-                             "--name", "mynet", "--input-shape", "4", "--labels", "a,b,c"],
+                             "--name", "mynet", "--task", "classification", "--input-shape", "4", "--labels", "a,b,c",
+                             "--formats", "torchscript,onnx"],
                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "build" / "mynet" / "validation.json").exists()
@@ -161,3 +163,28 @@ def test_make_composition_leaves_the_tracked_report_alone() -> None:
     makefile = (REPO_ROOT / "Makefile").read_text()
     recipe = makefile[makefile.index("\ncomposition:"):].split("\n\n", 1)[0]
     assert "servekit composition" in recipe and "--reports-dir" not in recipe
+def test_a_trace_that_baked_in_one_length_is_refused_with_every_failing_case(tmp_path: Path,
+                                                                             capsys: pytest.CaptureFixture) -> None:
+    status = main(["export", "--factory", "support.user_models:baked_length", "--name", "baked", "--task", "embedding",
+                   "--input", "input_ids:int64:1..16:0..49", "--input", "attention_mask:int64:1..16:0..1",
+                   "--build-dir", str(tmp_path)])
+    assert status == 2
+    err = capsys.readouterr().err
+    assert "export validation failed" in err and "length    1: max |diff|" in err and "length   16: max |diff|" in err
+    assert "length    8" not in err  # the length it was traced at is right
+    assert not (tmp_path / "baked" / "model-config.yaml").exists()
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    (["--input-shape", "4"], "needs --name and --task"),
+    (["--task", "regression", "--input", "x:float32"], "must look like NAME:DTYPE:DIMS"),
+    (["--task", "regression", "--input", "x:float32:0..4"], "needs 1 <= low <= high"),
+    (["--task", "regression", "--input", "x:complex64:4"], "not one of"),
+    (["--task", "regression", "--input", "x:float32:4:lo..hi"], "range must look like MIN..MAX"),
+    (["--task", "regression", "--input", "x:float32:4", "--labels", "a,b"], "are for classification"),
+])
+def test_bad_signature_options_are_explained(tmp_path: Path, capsys: pytest.CaptureFixture, options: list[str],
+                                             message: str) -> None:
+    status = main(["export", "--factory", "support.user_models:tiny_classifier", "--name", "x", *options,
+                   "--build-dir", str(tmp_path)])
+    assert status == 2 and message in capsys.readouterr().err

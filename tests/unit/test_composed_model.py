@@ -14,7 +14,7 @@ from handlers.contract import ConfigError, HandlerConfig, InputContract
 from handlers.decode import decode_npy
 from handlers.encode import softmax
 from handlers.errors import MemberFailed, MemberTimedOut
-from handlers.pipeline import ClassificationPipeline, RequestInput
+from handlers.pipeline import InferencePipeline, RequestInput
 
 CONTRACT = InputContract("image", (8, 8), "float32", 0.0, 255.0)
 
@@ -32,6 +32,10 @@ class FixedBackend:
         if self.error is not None:
             raise self.error
         return np.tile(self.logits, (batch.shape[0], 1))
+
+    def run_named(self, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
+        (batch,) = inputs.values()
+        return [self.run(batch)]
 
     def describe(self) -> str:
         return "fixed"
@@ -96,7 +100,7 @@ def test_a_raising_or_misshapen_member_is_a_500_naming_it() -> None:
 
 def test_member_failure_answers_the_accepted_requests_and_bad_ones_keep_their_4xx() -> None:
     model = ComposedModel(composition({"slow": 1.0}, timeout_ms=100), {"slow": FixedBackend([0.0, 1.0], sleep_s=1.0)})
-    pipeline = ClassificationPipeline(HandlerConfig(CONTRACT), model)
+    pipeline = InferencePipeline(HandlerConfig(CONTRACT), model)
     good = RequestInput({"data": np.zeros((8, 8)).tolist()}, "application/json")
     bad = RequestInput({"data": [1, 2]}, "application/json")
     answers, _ = pipeline.run([good, bad, good])
@@ -106,7 +110,7 @@ def test_member_failure_answers_the_accepted_requests_and_bad_ones_keep_their_4x
 
 def test_probabilities_output_is_float32_npy_per_request() -> None:
     config = HandlerConfig(CONTRACT, output="probabilities")
-    pipeline = ClassificationPipeline(config, FixedBackend([0.0, 2.0]))
+    pipeline = InferencePipeline(config, FixedBackend([0.0, 2.0]))
     answers, _ = pipeline.run([RequestInput(encode_npy(np.zeros((3, 8, 8), np.float32)), "application/x-npy")])
     array = decode_npy(answers[0].body)
     assert answers[0].content_type == "application/x-npy" and array.dtype == np.float32 and array.shape == (3, 2)

@@ -9,7 +9,8 @@ import pytest
 import tritonclient.http as triton
 
 from handlers.errors import MalformedRequest
-from handlers.open_inference import HEADER_LENGTH, OUTPUTS, V2Options, decode_v2, encode_v2, split_binary
+from handlers.open_inference import (HEADER_LENGTH, OUTPUTS, V2Options, classification_tensors, decode_v2, encode_v2,
+                                    split_binary)
 from support.models import eager_predictions
 from support.torchserve_context import run_handler_raw
 
@@ -108,7 +109,8 @@ def test_a_bad_binary_header_is_a_400(body, header: str, message: str) -> None:
 
 def test_binary_tensors_are_little_endian_and_bytes_are_length_prefixed() -> None:
     probabilities = np.array([[0.25, 0.75]], dtype=np.float64)
-    body, length = encode_v2(probabilities, ["cat", "dog"], "m", V2Options(binary_outputs=frozenset(OUTPUTS)))
+    body, length = encode_v2(classification_tensors(probabilities, ["cat", "dog"]), "m",
+                             V2Options(binary_outputs=frozenset(OUTPUTS)))
     header = json.loads(body[:length])
     sizes = [o["parameters"]["binary_data_size"] for o in header["outputs"]]
     assert sizes == [8, 8, 4 + 3]

@@ -145,3 +145,11 @@ def test_default_gates_hold_at_their_boundary(built_models, tmp_path, wrong: int
     assert ("agreement with FP32" not in result.reason) == agreement_ok, result.reason
     assert result.passed == (accuracy_ok and agreement_ok)
     assert result.path.exists() == result.passed
+def test_the_variants_plot_draws_a_model_below_90_percent_accuracy(tmp_path) -> None:
+    """A ResNet-18 trained briefly (78 %) made the marker area negative and matplotlib fail."""
+    from servekit.variants_report import plot
+
+    rows = [{"model": "weak", "variant": v, "format": "onnx", "passed": True, "file_bytes": 1024 * (i + 1),
+             "p50_ms_b32": 1.0 + i, "accuracy": 0.78} for i, v in enumerate(("onnx_fp32", "onnx_qdq_int8"))]
+    plot(rows, tmp_path / "variants.png")
+    assert (tmp_path / "variants.png").stat().st_size > 0
