@@ -10,6 +10,7 @@ from servekit.cli import main
 from servekit.user_model import load_user_model
 
 FORMATS = "torchscript,onnx"  # AOTInductor's compile is covered once, in test_aoti and the demo models
+ARTIFACTS = ("model.pt", "model.onnx")  # what those exports hold
 TEXT_INPUTS = ("--input", "input_ids:int64:1..16:0..49", "--input", "attention_mask:int64:1..16:0..1")
 
 

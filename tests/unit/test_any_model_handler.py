@@ -13,7 +13,8 @@ import tritonclient.http as triton
 from handlers.classifier_handler import ClassifierHandler
 from handlers.open_inference import HEADER_LENGTH
 from support.any_models import ANY_MODELS
-from support.torchserve_context import ARTIFACTS, make_context, run_handler_raw
+from support.any_models import ARTIFACTS
+from support.torchserve_context import make_context, run_handler_raw
 
 JSON = "application/json"
 NPY_ANSWER = {"Accept": "application/x-npy"}

@@ -50,7 +50,7 @@ def test_a_model_torch_export_cannot_capture_keeps_the_other_formats(tmp_path: P
     out_dir = tmp_path / "scaled"
     out_dir.mkdir()
     (out_dir / "model.pt2").write_bytes(b"a stale package from an earlier export")
-    status = main(["export", "--factory", "support.user_models:item_scaled", "--name", "scaled",
+    status = main(["export", "--factory", "support.user_models:item_scaled", "--name", "scaled", "--task", "regression",
                    "--input-shape", "4", "--min", "-1", "--max", "1", "--build-dir", str(tmp_path)])
     out = capsys.readouterr().out
     assert status == 0
@@ -134,3 +134,14 @@ def test_cuda_package_runs_on_the_worker_gpu(tmp_path: Path, built_models) -> No
     backend = load_backend(path, 0, threads=1)
     assert backend.device == torch.device("cuda:0") and "compiled for cuda" in backend.describe()
     assert list(backend.run(built.x_test[:7]).argmax(axis=1)) == list(eager_predictions(built.model, built.x_test[:7]))
+
+
+def test_a_two_input_model_with_a_dynamic_length_compiles_and_validates_at_every_length(tmp_path: Path) -> None:
+    """The signature's dynamic dimensions become torch.export Dims shared across inputs, like ONNX's axes."""
+    status = main(["export", "--factory", "support.user_models:masked_mean_text", "--name", "text", "--task", "embedding",
+                   "--input", "input_ids:int64:1..16:0..49", "--input", "attention_mask:int64:1..16:0..1",
+                   "--formats", "aoti", "--build-dir", str(tmp_path)])
+    assert status == 0
+    report = json.loads((tmp_path / "text" / VALIDATION_FILE).read_text())
+    assert {(c["batch_size"], c["length"]) for c in report["aoti"]} >= {(1, 1), (64, 16), (7, 8)}
+    assert all(c["passed"] for c in report["aoti"])
