@@ -68,6 +68,8 @@ def build_model_dir(model: nn.Module, build: ModelBuild, heldout: np.ndarray | d
         TextEncoder(build.tokenizer, build.signature)  # a tokenizer that cannot feed these inputs fails here
         task["tokenizer"] = TOKENIZER_FILE
     spec = ExportSpec.of(build.signature)
+    # The settings first (a wrong one is refused before anything is exported), then the labels against the model.
+    config = model_config(build.signature, build.labels, build.batching, top_k=build.top_k, output=build.output, **task)
     check_label_count(model, spec, build.labels)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     # Beside out_dir, so the moves below are renames on one filesystem; a dot keeps archive.sh's glob off it.
@@ -80,9 +82,7 @@ def build_model_dir(model: nn.Module, build: ModelBuild, heldout: np.ndarray | d
                 print(f"  {comparison.describe()}")
         for fmt, reason in exported.unsupported.items():
             print(f"  {fmt:<12} SKIPPED: {reason}")
-        write_model_config(staging / MODEL_CONFIG_FILE,
-                           model_config(build.signature, build.labels, build.batching, top_k=build.top_k,
-                                        output=build.output, **task))
+        write_model_config(staging / MODEL_CONFIG_FILE, config)
         if build.tokenizer is not None:
             shutil.copyfile(build.tokenizer, staging / TOKENIZER_FILE)
         report = {"rtol": rtol, "atol": atol,

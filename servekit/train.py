@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from handlers.backends.torchscript import intra_op_threads
+from handlers.backends.threads import intra_op_threads
 from servekit.data import DigitsSplit
 from servekit.models import DemoModel
 

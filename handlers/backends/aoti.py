@@ -10,9 +10,13 @@ import json
 import logging
 import zipfile
 from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 import torch
+
+from handlers.backends.threads import intra_op_threads
+from handlers.devices import checked_gpu_id
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +32,7 @@ class AotiBackend:
     """Loads a ``.pt2`` package once; runs batches without autograd."""
 
     def __init__(self, path: Path, gpu_id: int | None, threads: int) -> None:
+        gpu_id = checked_gpu_id(gpu_id)
         gpu_usable = gpu_id is not None and torch.cuda.is_available()
         # The loader refuses a device index for a CPU package and needs one for a CUDA package.
         self.compiled_for = compiled_for(path)
@@ -46,24 +51,23 @@ class AotiBackend:
             logger.warning("%s was compiled for %s: it runs on the CPU although this worker has GPU %s; "
                            "compile it on a CUDA machine to use the GPU", Path(path).name, self.compiled_for, gpu_id)
         self.device = torch.device(f"cuda:{gpu_id}" if self.compiled_for == CUDA else "cpu")
-        if self.device.type == "cpu":
-            # Process-wide, as in the TorchScript backend (a worker process serves one model). Kernels
-            # compiled with cpp.dynamic_threads (servekit's exports are) follow it; extern ops always do.
-            torch.set_num_threads(threads)
+        # Set around each batch (threads.intra_op_threads): kernels compiled with cpp.dynamic_threads
+        # (servekit's exports are) follow torch's count; extern ops always do.
         self.threads = threads
         logger.info("AOTInductor backend: %s", self.describe())
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         """Run one batch; output comes back as float32 numpy on the host."""
-        return self._call(batch)
+        return np.asarray(self.run_named({"input": batch})[0], dtype=np.float32)
 
-    def _call(self, *inputs: np.ndarray) -> np.ndarray:
-        """The package's positional inputs, in its export order; its first output."""
-        tensors = [torch.from_numpy(np.ascontiguousarray(x)).to(self.device, non_blocking=True) for x in inputs]
-        with torch.inference_mode():
+    def run_named(self, inputs: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        """The package's positional inputs in signature order (each keeps its dtype); every output, on the host."""
+        tensors = [torch.from_numpy(np.ascontiguousarray(x)).to(self.device, non_blocking=True) for x in inputs.values()]
+        with torch.inference_mode(), intra_op_threads(None if self.device.type == CUDA else self.threads):
             outputs = self.package(*tensors)
-        output = outputs[0] if isinstance(outputs, (list, tuple)) else outputs
-        return output.float().cpu().numpy()
+        outputs = list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
+        return [t.float().cpu().numpy() if t.dtype in (torch.float16, torch.bfloat16) else t.cpu().numpy()
+                for t in outputs]
 
     def describe(self) -> str:
         """Runtime, device, what it was compiled for, and threads."""

@@ -3,14 +3,14 @@ from __future__ import annotations
 
 import logging
 import warnings
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
 
 from handlers.backends.cuda_graphs import GraphMismatch, TorchGraphRunner
+from handlers.backends.threads import intra_op_threads
 from handlers.devices import checked_gpu_id
 
 logger = logging.getLogger(__name__)
@@ -121,25 +121,6 @@ def module_dtype(module: torch.nn.Module) -> torch.dtype:
         if param.dtype.is_floating_point:
             return param.dtype
     return torch.float32
-
-
-@contextmanager
-def intra_op_threads(count: int | None) -> Iterator[None]:
-    """Run the block with ``count`` torch intra-op threads, then give the caller back its own count.
-
-    ``torch.set_num_threads`` is process-wide. Set once at load, it leaked into whatever the process
-    did next (in-process tools, tests that train afterwards and got a different model). Per batch it
-    costs about a microsecond, and nothing when the count already matches. ``None`` leaves it alone.
-    """
-    previous = torch.get_num_threads()
-    if count is None or count == previous:
-        yield
-        return
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def _as_tensors(output: Any) -> list[torch.Tensor]:

@@ -66,11 +66,8 @@ def test_a_model_torch_export_cannot_capture_keeps_the_other_formats(tmp_path: P
 def test_backend_runs_any_batch_on_the_cpu_with_the_configured_threads(built_models) -> None:
     built = built_models["digits_cnn"]
     before = torch.get_num_threads()
-    try:
-        backend = load_backend(built.directory / "model.pt2", None, threads=1)
-        assert torch.get_num_threads() == 1
-    finally:
-        torch.set_num_threads(before)
+    backend = load_backend(built.directory / "model.pt2", None, threads=1)
+    assert torch.get_num_threads() == before  # set around each batch, never left behind for the process
     assert "aotinductor .pt2 (compiled for cpu" in backend.describe() and "1 intra-op threads" in backend.describe()
     for size in (1, 7):
         assert list(backend.run(built.x_test[:size]).argmax(axis=1)) == list(eager_predictions(built.model, built.x_test[:size]))
