@@ -54,7 +54,7 @@ def _copy_export(built_models, tmp_path: Path) -> Path:
 
 @pytest.mark.parametrize(("change", "message"), [
     ("tamper", "model.onnx changed after validation"),
-    ("stale", "validation.json vouches for ['model-config.yaml', 'model.onnx'] but the folder holds"),
+    ("stale", "validation.json vouches for ['model-config.yaml', 'model.onnx', 'model.pt2'] but the folder holds"),
     ("no voucher", "validation.json is missing"),
     ("old voucher", "validation.json holds no 'artifacts' hashes"),
 ])
@@ -65,7 +65,7 @@ def test_a_folder_whose_artifacts_validation_does_not_vouch_for_is_refused(tmp_p
     if change == "tamper":
         with open(model_dir / "model.onnx", "ab") as onnx_file:
             onnx_file.write(b"\0")
-    elif change == "stale":  # validation vouches for an ONNX-only export; an older model.pt is still there
+    elif change == "stale":  # validation vouches for an export without TorchScript; an older model.pt is still there
         document = json.loads(voucher.read_text())
         del document["artifacts"]["model.pt"]
         voucher.write_text(json.dumps(document))
