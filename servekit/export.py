@@ -22,7 +22,9 @@ OUTPUT_NAME = "logits"
 BATCH_AXIS = "batch"
 # Kernels read the thread count when they run, so the worker's handler.threads applies; without it
 # AOTInductor bakes the compiling machine's count into every parallel loop. Freezing folds weights
-# into constants so oneDNN can prepack them (and is what lowers PT2E INT8 to INT8 kernels).
+# into constants that oneDNN prepacks: PT2E INT8 needs it (it lowers Q/DQ pairs to INT8 kernels).
+# For FP32, measured side by side at 1 thread: the 3x64x64 CNN ran 1.5x faster at batch 1 and 1.4x at
+# batch 32 (equal at 16), while the tiny digits models pay a fixed ~0.03 ms per call (3x at batch 1).
 AOTI_CONFIGS: dict[str, Any] = {"cpp.dynamic_threads": True, "freezing": True}
 
 
