@@ -1,7 +1,9 @@
 """Export a model to TorchScript, ONNX and AOTInductor (dynamic batch axis), each proven against eager PyTorch."""
 from __future__ import annotations
 
+import os
 import re
+import shutil
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,6 +89,15 @@ def compile_aoti(program: torch.export.ExportedProgram, path: Path, configs: dic
     return path
 
 
+def missing_cpp_compiler() -> str | None:
+    """Why AOTInductor cannot compile here (no C++ compiler where Inductor looks: $CXX, else g++), or None."""
+    compiler = os.environ.get("CXX", "g++")
+    if shutil.which(compiler):
+        return None
+    return (f"no C++ compiler: AOTInductor compiles with {compiler!r} ($CXX, else g++), which is not on PATH; "
+            "install one (Debian: apt-get install g++) or leave model.pt2 out with --formats torchscript,onnx")
+
+
 def export_aoti(model: nn.Module, spec: ExportSpec, path: Path) -> Path:
     """torch.export (dynamic batch) then AOTInductor; raises ExportUnsupported if torch.export cannot capture."""
     return compile_aoti(capture(model, spec), path)
@@ -159,7 +170,11 @@ def export_and_validate(model: nn.Module, spec: ExportSpec, out_dir: Path, heldo
         except ExportUnsupported as err:
             exported.unsupported["aoti"] = str(err)
             return exported
-        progress(f"compiling {AOTI_FILE} with AOTInductor (about 10-20 s on 2 cores)")
+        no_compiler = missing_cpp_compiler()
+        if no_compiler:
+            exported.unsupported["aoti"] = no_compiler
+            return exported
+        progress(f"compiling {AOTI_FILE} with AOTInductor (10-30 s on 2 cores)")
         compile_aoti(program, aoti_path)
         results["aoti"] = validate.validate_artifact(model, "aoti", validate.aoti_runner(aoti_path),
                                                      heldout, rtol=rtol, atol=atol)
