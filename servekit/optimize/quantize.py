@@ -38,7 +38,7 @@ def torch_dynamic_int8(model: nn.Module) -> nn.Module:
 def pt2e_int8(model: nn.Module, spec: ExportSpec, calibration: np.ndarray) -> nn.Module:
     """PT2E static INT8 with torchao's x86 Inductor quantizer: INT8 weights and activations, Conv included.
 
-    Returns the quantized (Q/DQ) eager module, the twin to validate against; ``export.export_aoti``
+    Returns the quantized (Q/DQ) eager module, the twin to validate against; ``export.compile_aoti``
     turns it into a ``.pt2`` whose Q/DQ pairs Inductor fuses into oneDNN INT8 kernels.
     """
     from servekit.export import capture

@@ -63,6 +63,19 @@ def test_a_model_torch_export_cannot_capture_keeps_the_other_formats(tmp_path: P
     assert "GuardOnDataDependentSymNode" in report["unsupported"]["aoti"] and "aoti" not in report
 
 
+def test_without_a_cpp_compiler_the_pt2_is_skipped_with_how_to_fix_it(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from servekit.export import ExportSpec, export_and_validate
+    from support.user_models import tiny_classifier
+
+    monkeypatch.setenv("CXX", "no-such-g++")
+    x = np.random.default_rng(0).uniform(-1, 1, size=(64, 4)).astype(np.float32)
+    exported = export_and_validate(tiny_classifier(), ExportSpec("features", (4,)), tmp_path, x, formats=("onnx", "aoti"))
+    assert "no C++ compiler" in exported.unsupported["aoti"] and "--formats torchscript,onnx" in exported.unsupported["aoti"]
+    assert (tmp_path / "model.onnx").exists() and not (tmp_path / "model.pt2").exists()
+    assert [c.passed for c in exported.comparisons["onnx"]] == [True, True, True]
+
+
 def test_backend_runs_any_batch_on_the_cpu_with_the_configured_threads(built_models) -> None:
     built = built_models["digits_cnn"]
     before = torch.get_num_threads()
