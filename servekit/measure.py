@@ -59,4 +59,7 @@ def _resized(array: np.ndarray, rows: int) -> np.ndarray:
 
 
 def _run(backend, batch: np.ndarray | dict[str, np.ndarray]) -> None:
-    backend.run_named(batch) if isinstance(batch, dict) else backend.run(batch)
+    if isinstance(batch, dict):
+        backend.run_named(batch)
+    else:
+        backend.run(batch)

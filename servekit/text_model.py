@@ -45,10 +45,11 @@ class BertSize:
     hidden: int
     heads: int
     intermediate: int
+    lr: float  # AdamW from random init: the wider model needs a smaller step or it collapses to one class
 
 
-TINY = BertSize(layers=2, hidden=32, heads=2, intermediate=64)
-SMALL = BertSize(layers=4, hidden=256, heads=4, intermediate=1024)
+TINY = BertSize(layers=2, hidden=32, heads=2, intermediate=64, lr=3e-3)
+SMALL = BertSize(layers=4, hidden=256, heads=4, intermediate=1024, lr=5e-4)
 
 
 def synthetic_sentences(count: int, seed: int = 0) -> tuple[list[str], np.ndarray]:
@@ -180,7 +181,7 @@ def prepare_text_task(out_dir: Path, size: BertSize = TINY, train_count: int = 1
     train_inputs, test_inputs = encode(tokenizer, train_texts), encode(tokenizer, test_texts)
     torch.manual_seed(0)
     model = BertClassifier(size)
-    train(model, train_inputs, train_labels, epochs=epochs)
+    train(model, train_inputs, train_labels, epochs=epochs, lr=size.lr)
     weights_path = out_dir / "weights.pt"
     torch.save(model.state_dict(), weights_path)
     heldout_path = out_dir / "heldout.npz"

@@ -134,3 +134,23 @@ def test_two_inputs_of_different_lengths_share_a_batch_and_bad_ones_fail_alone(a
             assert result.as_numpy("class").tolist() == [expected]
         else:
             assert json.loads(body)["predictions"][0]["class"] == expected
+
+
+def test_a_multi_label_classifier_answers_every_class_past_the_threshold(tmp_path) -> None:
+    from servekit.cli import main
+    from support.user_models import tiny_classifier
+
+    assert main(["export", "--factory", "support.user_models:tiny_classifier", "--name", "tags", "--task",
+                 "classification", "--multi-label", "--threshold", "0.4", "--labels", "a,b,c",
+                 "--input", "x:float32:4", "--build-dir", str(tmp_path)]) == 0
+    handler, context = handler_for(tmp_path / "tags", "model.onnx")
+    x = np.random.default_rng(8).standard_normal((3, 4)).astype(np.float32)
+    [(status, body, _)] = run_handler_raw(handler, context, [(json.dumps({"data": x.tolist()}).encode(), JSON)])
+    with torch.inference_mode():
+        probabilities = torch.sigmoid(tiny_classifier()(torch.from_numpy(x))).numpy()
+    rows = json.loads(body)["predictions"]
+    assert status == 200
+    for row, expected in zip(rows, probabilities):
+        assert row["classes"] == np.flatnonzero(expected >= 0.4).tolist()
+        assert row["labels"] == ["abc"[c] for c in row["classes"]]
+        np.testing.assert_allclose(row["probabilities"], expected, atol=1e-5)
