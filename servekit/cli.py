@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     images.add_argument("--build-dir", type=Path, default=DEFAULT_BUILD_DIR)
     images.add_argument("--model-store", type=Path, default=Path("model_store"))
     images.add_argument("--reports-dir", type=Path, default=Path("reports"))
-    images.add_argument("--epochs", type=int, default=2, help="training passes (each about a minute on 2 cores)")
+    images.add_argument("--epochs", type=int, default=3, help="training passes (each one to two minutes on 2 cores)")
     images.add_argument("--no-variants", action="store_true", help="skip the INT8/FP16/pruned variants")
     images.set_defaults(run=_images)
 
