@@ -143,7 +143,7 @@ class InferencePipeline:
         try:
             decoded = decode_request(request.payload, request.content_type, self.signature.names,
                                      request.header_length, self.task.v2_outputs, self.text_encoder is not None,
-                                     self.images, request.fields)
+                                     self.images, request.fields, self.config.max_instances)
             if decoded.texts is not None:
                 check_count(decoded.texts, self.config.max_instances)
         except RequestError as error:
