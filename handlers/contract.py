@@ -41,7 +41,7 @@ class HandlerConfig:
     top_k: int = DEFAULT_TOP_K
     max_instances: int = DEFAULT_MAX_INSTANCES
     threads: int = 0
-    decode_threads: int = 0  # image models: threads decoding a batch's images (0 = as many as the model's)
+    decode_threads: int = 0  # image models: threads decoding a batch's images (0 = 2, or the model's if more)
     workers: int = 1
     output: str = PREDICTIONS
     composition: CompositionConfig | None = None  # set when the model is a pipeline/ensemble of members

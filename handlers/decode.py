@@ -63,7 +63,7 @@ class DecodedRequest:
 def decode_request(payload: Any, content_type: str | None, input_names: str | Sequence[str],
                    header_length: str | None = None, answer_names: Sequence[str] = OUTPUTS,
                    accepts_text: bool = False, images: Mapping[str, ImagePreprocess] | None = None,
-                   fields: Sequence[tuple[str, Any, str | None]] = ()) -> DecodedRequest:
+                   fields: Sequence[tuple[str, Any, str | None]] = (), max_images: int | None = None) -> DecodedRequest:
     """Like ``decode_payload``, but also recognises Open Inference Protocol (v2) requests, in JSON or
     with the binary extension (``header_length`` is their ``Inference-Header-Content-Length``), and,
     for a model with a tokenizer (``accepts_text``), ``{"text": ...}`` and ``text/plain`` bodies.
@@ -75,7 +75,7 @@ def decode_request(payload: Any, content_type: str | None, input_names: str | Se
     if images:
         from handlers.image_bodies import decode_image_request
 
-        return decode_image_request(payload, content_type, images, header_length, answer_names, fields)
+        return decode_image_request(payload, content_type, images, header_length, answer_names, fields, max_images)
     names = (input_names,) if isinstance(input_names, str) else tuple(input_names)
     if header_length is not None:
         return _decoded_v2(payload, names, answer_names, header_length)

@@ -10,8 +10,10 @@ import binascii
 import struct
 from typing import Any, Mapping, Sequence
 
+import numpy as np
+
 from handlers.decode import JSON_DATA_KEY, JSON_INPUTS_KEY, JSON_TYPES, DecodedRequest, media_type, parse_json
-from handlers.errors import MalformedRequest, RequestError, UnsupportedMediaType
+from handlers.errors import MalformedRequest, RequestError, TooManyInstances, UnsupportedMediaType
 from handlers.image import IMAGE_CONTENT_TYPES, ImagePreprocess, sniff_format
 from handlers.open_inference import (HEADER_LENGTH, REQUEST_KEYS, TENSOR_KEYS, V2, V2Options, _parameters,
                                      _requested_outputs, is_v2, split_binary)
@@ -24,9 +26,14 @@ BYTES_LENGTH = struct.Struct("<I")  # v2 binary BYTES: each element's length, th
 
 def decode_image_request(payload: Any, content_type: str | None, images: Mapping[str, ImagePreprocess],
                          header_length: str | None = None, answer_names: Sequence[str] = (),
-                         fields: Sequence[tuple[str, Any, str | None]] = ()) -> DecodedRequest:
-    """One request to an image model -> its decoded pixels ``{input: uint8 [n, h, w, c]}`` (and v2 options)."""
-    (name, preprocess), = images.items()  # an image input is its model's only input (Signature checks it)
+                         fields: Sequence[tuple[str, Any, str | None]] = (), max_images: int | None = None
+                         ) -> DecodedRequest:
+    """One request to an image model -> its decoded pixels ``{input: uint8 [n, h, w, c]}`` (and v2 options).
+
+    ``max_images``: more images in one request are refused (413) before any of them is decoded.
+    """
+    (name, given), = images.items()  # an image input is its model's only input (Signature checks it)
+    preprocess = _Limited(given, max_images)
     if fields:
         # Multipart: TorchServe hands each form field over as a key of the row; every field is one image.
         return DecodedRequest({name: preprocess.decode_many([_field_bytes(f) for f in fields], "image")})
@@ -53,6 +60,20 @@ def decode_image_request(payload: Any, content_type: str | None, images: Mapping
     if is_v2(document):
         return _v2_request(document, name, preprocess, answer_names)
     return DecodedRequest({name: preprocess.decode_many(_json_images(document, name))})
+
+
+class _Limited:
+    """An ImagePreprocess whose ``decode_many`` first counts the images against the request limit."""
+
+    def __init__(self, preprocess: ImagePreprocess, max_images: int | None) -> None:
+        self.preprocess, self.max_images = preprocess, max_images
+
+    def decode_many(self, images: Sequence[Any], what: str = "image") -> np.ndarray:
+        """``ImagePreprocess.decode_many``, after the count check."""
+        if self.max_images is not None and len(images) > self.max_images:
+            raise TooManyInstances(f"the request holds {len(images)} images; at most {self.max_images} per request "
+                                   "(refused before decoding)")
+        return self.preprocess.decode_many(images, what)
 
 
 def _body_bytes(payload: Any) -> bytes | bytearray:
@@ -97,7 +118,7 @@ def _b64(text: str, what: str) -> bytes:
         raise MalformedRequest(f"{what} is not valid base64: {err}") from None
 
 
-def _v2_request(document: Any, name: str, preprocess: ImagePreprocess, answer_names: Sequence[str],
+def _v2_request(document: Any, name: str, preprocess: _Limited, answer_names: Sequence[str],
                 header_length: str | None = None) -> DecodedRequest:
     """A v2 request with one BYTES tensor of encoded images; its errors answered in the protocol's format."""
     try:

@@ -137,6 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--models", default="digits_mlp,bench_cnn")
     bench.add_argument("--threads", type=int, default=0, help="handler intra-op threads (0 = (cores - 1) / workers)")
     bench.add_argument("--no-decode", action="store_true", help="run workers with TS_DECODE_INPUT_REQUEST=false")
+    bench.add_argument("--images", action="store_true", help="ResNet-18 with JPEG bodies: ours vs the reference "
+                       "image handler vs no-op vs in-process -> reports/bench_images.md")
     bench.add_argument("--sweep", action="store_true", help="try batch_size x max_batch_delay x workers x threads")
     bench.add_argument("--sweep-model", default="bench_cnn")
     bench.add_argument("--sweep-batch-sizes", default="8,16,32")
@@ -165,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     images.add_argument("--build-dir", type=Path, default=DEFAULT_BUILD_DIR)
     images.add_argument("--model-store", type=Path, default=Path("model_store"))
     images.add_argument("--reports-dir", type=Path, default=Path("reports"))
-    images.add_argument("--epochs", type=int, default=2, help="training passes (each about a minute on 2 cores)")
+    images.add_argument("--epochs", type=int, default=3, help="training passes (each one to two minutes on 2 cores)")
     images.add_argument("--no-variants", action="store_true", help="skip the INT8/FP16/pruned variants")
     images.set_defaults(run=_images)
 
@@ -324,6 +326,12 @@ def _bench(args: argparse.Namespace) -> int:
         return 0
     setting = Setting(args.batch_size, args.max_batch_delay, args.workers)
     concurrencies = [int(c) for c in args.concurrency.split(",")]
+    if args.images:
+        from servekit.bench.images import run_image_benchmark
+
+        run_image_benchmark(args.build_dir / "images", args.reports_dir, concurrencies, args.duration, setting,
+                            args.threads)
+        return 0
     run_benchmark(args.build_dir, args.reports_dir, concurrencies, args.duration, setting,
                   decode_input=not args.no_decode, models=tuple(args.models.split(",")), threads=args.threads)
     return 0

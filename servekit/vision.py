@@ -82,3 +82,9 @@ def digits_resnet18() -> nn.Module:
     """ResNet-18 with 10 classes, for the digits rendered as images (weights from ``servekit images``)."""
     torch.manual_seed(0)
     return ResNet18(num_classes=10).eval()
+
+
+def resnet18_224() -> nn.Module:
+    """ResNet-18 at 3x224x224 with 10 classes and seeded random weights: proves speed and mechanics only."""
+    torch.manual_seed(0)
+    return ResNet18(num_classes=10).eval()

@@ -13,7 +13,7 @@ from servekit.bench.wrk import WrkResult, run_wrk
 from servekit.client import NPY_CONTENT_TYPE, TorchServeClient
 from servekit.torchserve import TorchServe
 
-CONTENT_TYPES = {"json": "application/json", "npy": NPY_CONTENT_TYPE}
+CONTENT_TYPES = {"json": "application/json", "npy": NPY_CONTENT_TYPE, "jpeg": "image/jpeg"}
 WARMUP_S = 2.0
 
 
@@ -59,7 +59,8 @@ ROUNDS = 3
 
 
 def measure_side_by_side(client: TorchServeClient, bench: BenchModel, targets: list[Target], setting: Setting,
-                         concurrencies: list[int], duration_s: float, rounds: int = ROUNDS) -> list[TargetResult]:
+                         concurrencies: list[int], duration_s: float, rounds: int = ROUNDS,
+                         warmup_s: float = WARMUP_S) -> list[TargetResult]:
     """Register every target at once, then measure them in interleaved rounds (see ``interleaved``)."""
     names = {t: f"{bench.name}_{t.kind}_{t.encoding}" for t in targets}
     results = {t: TargetResult(bench.name, t.label, bench.archives[t.kind], t.encoding, setting) for t in targets}
@@ -69,7 +70,7 @@ def measure_side_by_side(client: TorchServeClient, bench: BenchModel, targets: l
     loads = {t: wrk_load(client, f"predictions/{names[t]}", bench.bodies[t.encoding], CONTENT_TYPES[t.encoding])
              for t in targets}
     try:
-        runs = interleaved(loads, concurrencies, duration_s, rounds)
+        runs = interleaved(loads, concurrencies, duration_s, rounds, warmup_s)
         for target in targets:
             results[target].runs.extend(runs[target])
     finally:
@@ -90,14 +91,14 @@ def wrk_load(client: TorchServeClient, path: str, body: Path, content_type: str)
 
 
 def interleaved(loads: dict[Any, Load], concurrencies: list[int], duration_s: float,
-                rounds: int = ROUNDS) -> dict[Any, list[WrkResult]]:
+                rounds: int = ROUNDS, warmup_s: float = WARMUP_S) -> dict[Any, list[WrkResult]]:
     """Warm every target up, then at each concurrency run them in round-robin slices (A B C A B C ...).
 
     The slices share the machine's drift between targets, so the ratios between them are fair
     even when absolute numbers wander. Returns one pooled run per concurrency per target.
     """
     for load in loads.values():
-        load(max(concurrencies), WARMUP_S)
+        load(max(concurrencies), warmup_s)
     results: dict[Any, list[WrkResult]] = {key: [] for key in loads}
     for concurrency in concurrencies:
         slices: dict[Any, list[WrkResult]] = {key: [] for key in loads}

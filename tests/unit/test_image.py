@@ -127,3 +127,28 @@ def test_wrong_preprocessing_is_refused_when_loaded(image: dict, fragment: str) 
     section = {"handler": {"input": {"name": "image", "shape": [3, 224, 224], "image": image}}}
     with pytest.raises(ConfigError, match=fragment):
         HandlerConfig.from_model_yaml(section)
+
+
+@pytest.mark.parametrize("options, fragment", [
+    (("--image-crop", "30"), "disagrees with its preprocessing"),
+    (("--image-mean", "0.5,x"), "comma-separated numbers"),
+    (("--image-std", "0.5,0.5"), "needs 3 values"),
+])
+def test_export_refuses_image_options_that_disagree_with_the_input(options, fragment, tmp_path, capsys) -> None:
+    from servekit.cli import main
+
+    status = main(["export", "--factory", "servekit.vision:tiny_vision", "--name", "x", "--task", "classification",
+                   "--input", "image:float32:3,32,32", *options, "--build-dir", str(tmp_path)])
+    assert status == 2 and fragment in capsys.readouterr().err
+
+
+def test_image_options_make_the_only_input_an_image(tmp_path) -> None:
+    from servekit.vision import export_tiny_vision
+
+    import yaml
+
+    model_dir = export_tiny_vision(tmp_path, ("--image-layout", "CHW", "--no-exif"))
+    section = yaml.safe_load((model_dir / "model-config.yaml").read_text())["handler"]
+    image = section["input"]["image"]
+    assert image["resize"] == 40 and image["crop"] == [32, 32] and image["exif"] is False
+    assert image["mean"] == pytest.approx([0.485, 0.456, 0.406]) and image["max_pixels"] == 1_000_000

@@ -149,3 +149,11 @@ def test_a_decode_pool_answers_exactly_like_serial_decoding(image_model) -> None
         answers[threads] = run(handler, context, requests)
     assert [s for s, _ in answers[2]] == [200, 200, 200, 400]
     assert answers[1] == answers[2]
+
+
+def test_too_many_images_in_one_request_are_refused_before_decoding(image_handler) -> None:
+    handler, context = image_handler
+    bomb = b64(png_bomb(5000, 5000))  # refused by the count, before its header is read
+    answers = run(handler, context, [body({"data": [bomb] * 65}, JSON), body(photos()["jpeg"], "image/jpeg")])
+    assert [s for s, _ in answers] == [413, 200]
+    assert "holds 65 images; at most 64 per request" in json.loads(answers[0][1])["error"]["message"]
