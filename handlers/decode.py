@@ -99,17 +99,23 @@ def _decoded_v2(document: Any, names: tuple[str, ...], answer_names: Sequence[st
                 header_length: str | None = None) -> DecodedRequest:
     """A v2 request; its rejections are answered in the protocol's own error format."""
     try:
-        binary = None
-        if header_length is not None:
-            header, binary = split_binary(document, header_length)
-            document = parse_json(header)
-            if not is_v2(document):
-                raise MalformedRequest(f"a body with {HEADER_LENGTH} must be a v2 request with 'inputs'")
+        document, binary = v2_document(document, header_length)
         arrays, options = decode_v2(document, names, binary, answer_names)
     except RequestError as error:
         error.protocol = V2
         raise
     return DecodedRequest(arrays, options)
+
+
+def v2_document(payload: Any, header_length: str | None) -> tuple[Any, memoryview | None]:
+    """A v2 request's JSON document and, with the binary extension, the tensor bytes after it."""
+    if header_length is None:
+        return payload, None
+    header, binary = split_binary(payload, header_length)
+    document = parse_json(header)
+    if not is_v2(document):
+        raise MalformedRequest(f"a body with {HEADER_LENGTH} must be a v2 request with 'inputs'")
+    return document, binary
 
 
 def decode_payload(payload: Any, content_type: str | None, input_name: str) -> np.ndarray:

@@ -12,11 +12,12 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from handlers.decode import JSON_DATA_KEY, JSON_INPUTS_KEY, JSON_TYPES, DecodedRequest, media_type, parse_json
+from handlers.decode import (JSON_DATA_KEY, JSON_INPUTS_KEY, JSON_TYPES, DecodedRequest, media_type, parse_json,
+                             v2_document)
 from handlers.errors import MalformedRequest, RequestError, TooManyInstances, UnsupportedMediaType
 from handlers.image import IMAGE_CONTENT_TYPES, ImagePreprocess, sniff_format
 from handlers.open_inference import (HEADER_LENGTH, REQUEST_KEYS, TENSOR_KEYS, V2, V2Options, _parameters,
-                                     _requested_outputs, is_v2, split_binary)
+                                     _requested_outputs, is_v2)
 
 RAW_TYPES = ("", "application/octet-stream")  # raw bytes whose format we sniff
 ACCEPTED_TYPES = "image/jpeg, image/png or image/webp"
@@ -122,12 +123,7 @@ def _v2_request(document: Any, name: str, preprocess: _Limited, answer_names: Se
                 header_length: str | None = None) -> DecodedRequest:
     """A v2 request with one BYTES tensor of encoded images; its errors answered in the protocol's format."""
     try:
-        binary = None
-        if header_length is not None:
-            header, binary = split_binary(document, header_length)
-            document = parse_json(header)
-            if not is_v2(document):
-                raise MalformedRequest(f"a body with {HEADER_LENGTH} must be a v2 request with 'inputs'")
+        document, binary = v2_document(document, header_length)
         images = _v2_images(document, name, binary)
         pixels = preprocess.decode_many(images)
         request_id = document.get("id")
