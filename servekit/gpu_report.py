@@ -8,7 +8,6 @@ data is, carry ``build/gpu`` to the GPU machine, and run ``python -m servekit.gp
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import time
 from dataclasses import asdict, dataclass, field
@@ -21,6 +20,7 @@ import torch
 from handlers.backends import opt_out_of_ort_telemetry
 from handlers.cores import available_cores
 from servekit.gpu_artifacts import ARTIFACTS, GPU_DIR, GpuModel, load_models
+from servekit.reports import write_report
 
 opt_out_of_ort_telemetry()
 
@@ -254,14 +254,12 @@ def targets(rows: Sequence[Row]) -> dict:
 
 def write_reports(rows: Sequence[Row], machine: str, reports_dir: Path, seconds: float, rounds: int) -> Path:
     """reports_dir/gpu.md, gpu.json and (with matplotlib) gpu.png."""
-    reports_dir.mkdir(parents=True, exist_ok=True)
     verdict = targets(rows)
     payload = {"machine": machine, "seconds_per_round": seconds, "rounds": rounds, "targets": verdict,
                "rows": [{k: v for k, v in asdict(r).items() if k != "samples_ms"} for r in rows]}
-    (reports_dir / "gpu.json").write_text(json.dumps(payload, indent=2) + "\n")
-    (reports_dir / "gpu.md").write_text(_markdown(rows, machine, verdict, seconds, rounds))
+    report = write_report(reports_dir, "gpu", payload, _markdown(rows, machine, verdict, seconds, rounds))
     _plot(rows, reports_dir / "gpu.png")
-    return reports_dir / "gpu.md"
+    return report
 
 
 def _markdown(rows: Sequence[Row], machine: str, verdict: dict, seconds: float, rounds: int) -> str:

@@ -12,9 +12,10 @@ import numpy as np
 import torch
 
 from handlers.image import ImagePreprocess
-from servekit.data import LABELS, PIXEL_MAX, load_digits_split
+from servekit.data import LABELS, load_digits_split
 from servekit.images import encode, preprocess
 from servekit.vision import DIGITS_SIDE, digits_resnet18
+from servekit.reports import write_report
 
 NAME = "digits_resnet18"
 NORMALISATION = ("0.5", "0.5")  # digits are ink on white-ish grey: centre them on 0
@@ -94,9 +95,7 @@ def run_images(build_dir: Path, model_store: Path, reports_dir: Path, epochs: in
         doc["variants"] = json.loads((variant_reports / "variants.json").read_text())["variants"]
     print("==> measuring decode (ours vs naive, 640x427 and 12 MP JPEG; serial vs 2 threads)")
     doc["decode"] = measure_decode()
-    reports_dir.mkdir(parents=True, exist_ok=True)
-    (reports_dir / "images.json").write_text(json.dumps(doc, indent=2) + "\n")
-    (reports_dir / "images.md").write_text(render(doc))
+    write_report(reports_dir, "images", doc, render(doc))
     print(f"wrote {reports_dir}/images.md")
     return doc
 

@@ -1,7 +1,6 @@
 """`servekit reliability`: the bad-input matrix, faults and access checks against a live TorchServe."""
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -16,6 +15,7 @@ from servekit.model_config import Batching
 from servekit.models import DEMO_MODELS
 from servekit.reliability import churn_under_load, kill_worker_under_load, run_matrix, scale_under_load
 from servekit.torchserve import TorchServe, restart_from_snapshot
+from servekit.reports import write_report
 
 MAX_REQUEST_SIZE = 6291456
 BATCH_SIZE = 16
@@ -69,9 +69,7 @@ def run_reliability(build_dir: Path, reports_dir: Path) -> dict:
                               "seconds": round(time.monotonic() - started, 1), "lost": 0})
     finally:
         server.stop()
-    reports_dir.mkdir(parents=True, exist_ok=True)
-    (reports_dir / "reliability.json").write_text(json.dumps(doc, indent=2) + "\n")
-    (reports_dir / "reliability.md").write_text(render(doc))
+    write_report(reports_dir, "reliability", doc, render(doc))
     print(f"wrote {reports_dir}/reliability.md")
     return doc
 

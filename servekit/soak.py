@@ -1,7 +1,6 @@
 """`servekit soak`: sustained load for minutes; worker memory, errors and latency must stay flat."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import psutil
@@ -10,6 +9,7 @@ from servekit.bench import artifacts
 from servekit.bench.run import CONTENT_TYPES, warm_up_frontend, wrk_load
 from servekit.reliability import worker_pids
 from servekit.torchserve import TorchServe
+from servekit.reports import write_report
 
 SLICE_S = 30
 RSS_GROWTH_LIMIT = 0.10
@@ -41,14 +41,12 @@ def run_soak(build_dir: Path, reports_dir: Path, minutes: float, concurrency: in
            "rss_growth_after_warmup": (slices[-1]["worker_rss_mib"] - warm) / warm,
            "errors": sum(s["errors"] for s in slices), "requests": sum(s["requests"] for s in slices)}
     doc["passed"] = doc["errors"] == 0 and doc["rss_growth_after_warmup"] < RSS_GROWTH_LIMIT
-    reports_dir.mkdir(parents=True, exist_ok=True)
-    (reports_dir / "soak.json").write_text(json.dumps(doc, indent=2) + "\n")
     lines = [f"# Soak: {minutes:g} min of wrk c={concurrency} on the 3x64x64 CNN (ours, ONNX Runtime, npy)", "",
              f"{doc['requests']:,} requests, {doc['errors']} errors; worker RSS growth after the first slice: "
              f"{doc['rss_growth_after_warmup']:+.1%} (limit {RSS_GROWTH_LIMIT:.0%}) -> {'PASS' if doc['passed'] else 'FAIL'}", "",
              "| t (s) | req/s | p50 ms | p99 ms | errors | worker RSS MiB |", "|---|---|---|---|---|---|"]
     lines += [f"| {s['slice'] * SLICE_S} | {s['req_s']:,.0f} | {s['p50_ms']:.1f} | {s['p99_ms']:.1f} | {s['errors']} | "
               f"{s['worker_rss_mib']:.1f} |" for s in slices]
-    (reports_dir / "soak.md").write_text("\n".join(lines) + "\n")
+    write_report(reports_dir, "soak", doc, "\n".join(lines) + "\n")
     print("\n".join(lines))
     return doc

@@ -18,6 +18,7 @@ from servekit.load import run_load
 from servekit.model_config import MODEL_CONFIG_FILE, Batching
 from servekit.optimize.quantize import onnx_dynamic_int8
 from servekit.text_model import LABELS, MAX_LENGTH, SMALL, VOCAB_SIZE, prepare_text_task
+from servekit.reports import write_report
 
 TIMED_LENGTHS = (16, 64, 128)
 TIMED_BATCH_SIZES = (1, 8)
@@ -106,9 +107,7 @@ def run_text_report(work_dir: Path, reports_dir: Path, threads: int = 1, epochs:
     served = _served(work_dir / "build", work_dir, task.test_texts)
     document = {"threads": threads, "timings_p50_ms": timings, "quality": quality, "served_req_per_s": served,
                 "sizes_bytes": {name: path.stat().st_size for name, path in paths.items()}}
-    reports_dir.mkdir(parents=True, exist_ok=True)
-    (reports_dir / "text_model.json").write_text(json.dumps(document, indent=2) + "\n")
-    (reports_dir / "text_model.md").write_text(_markdown(document))
+    write_report(reports_dir, "text_model", document, _markdown(document))
     print(f"wrote {reports_dir / 'text_model.md'}")
     return document
 

@@ -1,7 +1,6 @@
 """`servekit variants`: build, gate, archive and measure every variant; write reports/variants.*"""
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from servekit.model_config import Batching
 from servekit.models import DEMO_MODELS
 from servekit.variants import (ARCHIVE_SUFFIX, Gates, VariantInputs, VariantResult, build_variants, judge,
                                prune_empty_family_dirs)
+from servekit.reports import write_report
 
 TIMED_BATCH_SIZES = (1, 32)
 MiB = 1024 * 1024
@@ -114,13 +114,11 @@ def _add_ratios(rows: list[dict]) -> None:
 def write_reports(rows: list[dict], sizes: list[deploy_size.DeploymentSize], reports_dir: Path, gates: Gates,
                   prune_amount: float, finetune_epochs: int, threads: int, heldout_count: list[int]) -> None:
     """variants.json, variants.md and variants.png."""
-    reports_dir.mkdir(parents=True, exist_ok=True)
     document = {"gates": asdict(gates), "prune_amount": prune_amount, "finetune_epochs": finetune_epochs,
                 "threads": threads, "cpu_count": available_cores(), "heldout_count": heldout_count, "variants": rows,
                 "deployment_sizes": [{"name": s.name, "total_bytes": s.total, "distributions": s.distributions,
                                       "extra": s.extra} for s in sizes]}
-    (reports_dir / "variants.json").write_text(json.dumps(document, indent=2) + "\n")
-    (reports_dir / "variants.md").write_text(render_markdown(document))
+    write_report(reports_dir, "variants", document, render_markdown(document))
     plot(rows, reports_dir / "variants.png")
     print(f"\nwrote {reports_dir}/variants.md, variants.json, variants.png")
 

@@ -17,6 +17,7 @@ from servekit.archiving import run_archive_sh
 from servekit.bench.artifacts import REFERENCE_HANDLERS, BenchModel, archive_reference
 from servekit.bench.run import Setting, Target, as_json, measure_side_by_side, start_server, warm_up_frontend
 from servekit.images import encode, photo_crops, sample_photos
+from servekit.reports import write_report
 
 NAME = "bench_resnet18"
 QDQ = f"{NAME}_qdq"
@@ -119,11 +120,9 @@ def run_image_benchmark(build_dir: Path, reports_dir: Path, concurrencies: list[
                 "duration_s": duration_s, "body_bytes": len(body), "results": as_json(results),
                 "in_process_images_per_s": ceiling}
     document["ratios"] = image_ratios(document, concurrencies)
-    reports_dir.mkdir(parents=True, exist_ok=True)
-    (reports_dir / "bench_images.json").write_text(json.dumps(document, indent=2) + "\n")
-    (reports_dir / "bench_images.md").write_text(render(document))
+    report = write_report(reports_dir, "bench_images", document, render(document))
     plot(document, reports_dir / "bench_images.png")
-    print((reports_dir / "bench_images.md").read_text())
+    print(report.read_text())
     return document
 
 

@@ -1,7 +1,6 @@
 """One command: build, serve, load, compare, and write reports/bench.{md,json,png}."""
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
 from pathlib import Path
 
@@ -10,6 +9,7 @@ from handlers.cores import available_cores
 from servekit.bench import artifacts
 from servekit.bench.run import (Setting, Target, TargetResult, as_json, ceilings, measure_side_by_side,
                                 start_server, warm_up_frontend)
+from servekit.reports import write_report
 
 # (label, archive kind, encoding): what runs side by side for each model.
 MLP_TARGETS = [Target("ours ts (JSON)", "ours_ts", "json"), Target("ours onnx (JSON)", "ours_onnx", "json"),
@@ -49,13 +49,11 @@ def run_benchmark(build_dir: Path, reports_dir: Path, concurrencies: list[int], 
                 "decode_input_request": decode_input, "results": as_json(results),
                 "ceilings": {name: ceilings(bench, setting, threads) for name, bench in benches.items()}}
     document["ratios"] = ratios(results, document["ceilings"], concurrencies)
-    reports_dir.mkdir(parents=True, exist_ok=True)
-    (reports_dir / "bench.json").write_text(json.dumps(document, indent=2) + "\n")
     from servekit.bench.report import plot, render_markdown
 
-    (reports_dir / "bench.md").write_text(render_markdown(document))
+    report = write_report(reports_dir, "bench", document, render_markdown(document))
     plot(document, reports_dir / "bench.png")
-    print((reports_dir / "bench.md").read_text())
+    print(report.read_text())
     return document
 
 
