@@ -3,7 +3,6 @@ decode, for a camera photo and a 12-megapixel one; and whether a thread pool pay
 from __future__ import annotations
 
 import io
-import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
@@ -11,6 +10,7 @@ import numpy as np
 
 from handlers.image import ImagePreprocess
 from servekit.images import IMAGENET_MEAN, IMAGENET_STD, encode, sample_photos
+from servekit.measure import median_seconds
 
 TWELVE_MP = (4000, 3000)
 RESIZE, CROP = 256, 224
@@ -39,13 +39,7 @@ def twelve_megapixel_jpeg() -> bytes:
 
 def median_ms(fn: Callable[[], object], repeats: int) -> float:
     """Median wall time of ``fn`` in milliseconds (after one warm-up call)."""
-    fn()
-    samples = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        fn()
-        samples.append((time.perf_counter() - started) * 1e3)
-    return float(np.median(samples))
+    return median_seconds(fn, repeats, warmup=1) * 1e3
 
 
 def measure_decode(repeats: int = 15) -> dict:

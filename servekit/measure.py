@@ -4,7 +4,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -63,3 +63,15 @@ def _run(backend, batch: np.ndarray | dict[str, np.ndarray]) -> None:
         backend.run_named(batch)
     else:
         backend.run(batch)
+
+
+def median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 0) -> float:
+    """Median wall time of ``fn`` over ``repeats`` calls, after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        fn()
+    samples = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - started)
+    return float(np.median(samples))

@@ -9,6 +9,7 @@ import numpy as np
 
 from handlers.backends import load_backend
 from handlers.decode import decode_payload
+from servekit.measure import median_seconds
 
 WARMUP = 5
 
@@ -27,20 +28,11 @@ def in_process_items_per_s(model_file: Path, instance: np.ndarray, batch_size: i
     return calls * batch_size / (time.perf_counter() - started)
 
 
-def _median_us(fn, repeats: int) -> float:
-    samples = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        fn()
-        samples.append((time.perf_counter() - started) * 1e6)
-    return float(np.median(samples))
-
-
 def decode_cost_us(json_body: Path, npy_body: Path, input_name: str, repeats: int = 200) -> dict[str, float]:
     """Median decode time of one request: JSON as the worker parses it plus our array conversion, vs npy."""
     raw_json, raw_npy = json_body.read_bytes(), npy_body.read_bytes()
     return {
         # The TorchServe worker json.loads every application/json body before the handler sees it.
-        "json_us": _median_us(lambda: decode_payload(json.loads(raw_json), "application/json", input_name), repeats),
-        "npy_us": _median_us(lambda: decode_payload(raw_npy, "application/x-npy", input_name), repeats),
+        "json_us": median_seconds(lambda: decode_payload(json.loads(raw_json), "application/json", input_name), repeats) * 1e6,
+        "npy_us": median_seconds(lambda: decode_payload(raw_npy, "application/x-npy", input_name), repeats) * 1e6,
     }
