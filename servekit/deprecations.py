@@ -28,21 +28,21 @@ def say_once(note: str) -> None:
         logger.warning(note)
 
 
-@contextlib.contextmanager
-def quiet_torchscript() -> Iterator[None]:
+def quiet_torchscript() -> contextlib.AbstractContextManager[None]:
     """Inside: torch.jit's deprecation warnings are ignored; the first use says TORCHSCRIPT_RETIRING once."""
-    say_once(TORCHSCRIPT_RETIRING)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r"`torch\.jit\.", category=DeprecationWarning)
-        yield
+    return _said_once_then_quiet(TORCHSCRIPT_RETIRING, r"`torch\.jit\.")
+
+
+def quiet_ao_quantization() -> contextlib.AbstractContextManager[None]:
+    """Inside: torch.ao.quantization's deprecation warnings are ignored; said once as AO_QUANTIZATION_RETIRING."""
+    return _said_once_then_quiet(AO_QUANTIZATION_RETIRING, r"torch\.ao\.quantization is deprecated")
 
 
 @contextlib.contextmanager
-def quiet_ao_quantization() -> Iterator[None]:
-    """Inside: torch.ao.quantization's deprecation warnings are ignored; said once as AO_QUANTIZATION_RETIRING."""
-    say_once(AO_QUANTIZATION_RETIRING)
+def _said_once_then_quiet(note: str, message: str) -> Iterator[None]:
+    say_once(note)
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r"torch\.ao\.quantization is deprecated", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", message=message, category=DeprecationWarning)
         yield
 
 
