@@ -39,6 +39,7 @@ class OnnxRuntimeBackend:
                            ort.get_available_providers())
         self.inputs = [(i.name, ORT_TO_NUMPY.get(i.type, np.float32)) for i in self.session.get_inputs()]
         self.input_name, self.input_dtype = self.inputs[0]
+        self.input_dtypes = dict(self.inputs)
         self.binding = self._runner(device_id or 0, io_binding, cuda_graph_sizes)
         logger.info("ONNX Runtime backend: %s", self.describe())
 
@@ -64,9 +65,8 @@ class OnnxRuntimeBackend:
         """Feed every session input by name (cast to the graph's dtype); all outputs in the graph's order.
 
         An input the exporter dropped (the model never reads it) is not fed."""
-        dtypes = dict(self.inputs)
-        feed = {name: np.ascontiguousarray(array, dtype=dtypes[name]) for name, array in inputs.items()
-                if name in dtypes}
+        feed = {name: np.ascontiguousarray(array, dtype=self.input_dtypes[name]) for name, array in inputs.items()
+                if name in self.input_dtypes}
         if self.binding is not None:
             return self.binding.run(feed)
         return self.session.run(None, feed)
