@@ -58,7 +58,7 @@ archive_one() {  # model_dir artifact archive_name
     --model-name "$name" \
     --version "$version" \
     --serialized-file "$model_dir/$artifact" \
-    --handler "$here/handlers/classifier_handler.py" \
+    --handler "$here/handlers/handler.py" \
     --extra-files "$extra" \
     --config-file "$model_dir/model-config.yaml" \
     --export-path "$model_store" \
@@ -72,7 +72,7 @@ import hashlib, json, sys
 from pathlib import Path
 
 directory = Path(sys.argv[1])
-ARTIFACTS = ("model.pt", "model.onnx", "model.pt2", "model-config.yaml", "tokenizer.json")  # servekit.build.ARTIFACT_FILES
+ARTIFACTS = ("model.pt", "model.onnx", "model.pt2", "model-config.yaml", "tokenizer.json")  # servekit.build.model_dir.ARTIFACT_FILES
 fix = "re-run 'servekit export' (or 'servekit variants') to rebuild and re-validate it"
 
 def refuse(why):
@@ -101,7 +101,7 @@ archive_composed() {  # model_dir: members/ travel as extra files; no single ser
   "$archiver" \
     --model-name "$name" \
     --version "$version" \
-    --handler "$here/handlers/classifier_handler.py" \
+    --handler "$here/handlers/handler.py" \
     --extra-files "$extra" \
     --config-file "$model_dir/model-config.yaml" \
     --export-path "$model_store" \

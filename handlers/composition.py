@@ -7,13 +7,12 @@ outputs with the functions below, so both answer the same probabilities for the 
 """
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 from typing import Any, Mapping
 
 import numpy as np
 
-from handlers.contract import ConfigError
+from handlers.errors import ConfigError
 from handlers.encode import softmax
 
 DEFAULT_MEMBER_TIMEOUT_MS = 5000
@@ -118,11 +117,3 @@ def check_member_outputs(outputs: Mapping[str, np.ndarray], rows: int | None = N
         if not np.isfinite(output).all():
             raise ValueError(f"member {name!r} returned NaN/Inf")
         classes = output.shape[1]
-
-
-def encode_npy(array: np.ndarray) -> bytes:
-    """An .npy body (numpy's own writer; our decoder reads it back without pickle)."""
-    buffer = io.BytesIO()
-    np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
-    return buffer.getvalue()
-

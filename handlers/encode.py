@@ -1,6 +1,7 @@
 """Turn model outputs into per-request JSON answers."""
 from __future__ import annotations
 
+import io
 import json
 from typing import Sequence
 
@@ -64,3 +65,10 @@ def encode_error(error: AnsweredError) -> bytes:
 def label_name(labels: Sequence[str], index: int) -> str:
     """The label of class ``index``, or the index itself when the model has more classes than labels."""
     return labels[index] if index < len(labels) else str(int(index))
+
+
+def encode_npy(array: np.ndarray) -> bytes:
+    """An .npy body (numpy's own writer; our decoder reads it back without pickle)."""
+    buffer = io.BytesIO()
+    np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
+    return buffer.getvalue()

@@ -2,6 +2,11 @@
 from __future__ import annotations
 
 
+class ConfigError(ValueError):
+    """model-config.yaml (or an export option) is missing a setting or holds a wrong one: a load or build
+    error, never a request's answer."""
+
+
 class AnsweredError(Exception):
     """An error that becomes one request's answer: status, phrase and a JSON body naming the cause."""
 

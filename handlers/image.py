@@ -18,7 +18,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from handlers.errors import MalformedRequest, TooManyPixels, UnsupportedMediaType
+from handlers.errors import ConfigError, MalformedRequest, TooManyPixels, UnsupportedMediaType
 
 ACCEPTED = ("JPEG", "PNG", "WEBP")
 IMAGE_CONTENT_TYPES = {"image/jpeg": "JPEG", "image/jpg": "JPEG", "image/pjpeg": "JPEG", "image/png": "PNG",
@@ -68,8 +68,6 @@ class ImagePreprocess:
     _buffers: dict = field(default_factory=dict, compare=False, repr=False)  # one reused batch buffer
 
     def __post_init__(self) -> None:
-        from handlers.signature import ConfigError
-
         crop = (self.crop, self.crop) if isinstance(self.crop, int) else tuple(int(c) for c in self.crop)
         object.__setattr__(self, "crop", crop)
         if self.mode not in MODES:
@@ -95,8 +93,6 @@ class ImagePreprocess:
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any], shape: Sequence[int]) -> ImagePreprocess:
         """From an input's ``image:`` mapping; the crop defaults to the input's spatial ``shape``."""
-        from handlers.signature import ConfigError
-
         known = {"mode", "resize", "crop", "scale", "mean", "std", "layout", "exif", "max_pixels"}
         unknown = sorted(set(raw) - known)
         if unknown:
@@ -134,8 +130,6 @@ class ImagePreprocess:
 
     def check_shape(self, shape: Sequence[int]) -> None:
         """The input's declared per-instance shape must be what this preprocessing produces."""
-        from handlers.signature import ConfigError
-
         if tuple(shape) != self.model_shape():
             raise ConfigError(f"image input shape {list(shape)} disagrees with its preprocessing: mode {self.mode}, "
                               f"crop {list(self.crop)} and layout {self.layout} give {list(self.model_shape())}")

@@ -14,14 +14,18 @@ from typing import Any, Sequence
 import numpy as np
 
 from handlers.backends import Backend
-from handlers.composition import encode_npy, member_probabilities
-from handlers.contract import PROBABILITIES, HandlerConfig
-from handlers.decode import NPY_TYPES, DecodedRequest, decode_request, media_type
-from handlers.encode import JSON_CONTENT_TYPE, encode_error, encode_predictions
+from handlers.bodies.common import media_type
+from handlers.bodies.decode import decode_request
+from handlers.bodies.npy import NPY_TYPES
+from handlers.bodies.open_inference import BINARY_CONTENT_TYPE, HEADER_LENGTH, V2, V2Options, encode_v2, encode_v2_error
+from handlers.bodies.request import BodyOptions, DecodedRequest, RequestInput
+from handlers.bodies.text import check_count
+from handlers.composition import member_probabilities
+from handlers.config import PROBABILITIES, HandlerConfig
+from handlers.encode import JSON_CONTENT_TYPE, encode_error, encode_npy, encode_predictions
 from handlers.errors import AnsweredError, RequestError
-from handlers.open_inference import BINARY_CONTENT_TYPE, HEADER_LENGTH, V2, V2Options, encode_v2, encode_v2_error
 from handlers.tasks import Task, make_task
-from handlers.text import TextEncoder, check_count
+from handlers.text_encoder import TextEncoder
 
 logger = logging.getLogger(__name__)
 
@@ -30,18 +34,6 @@ OK_PHRASE = "OK"
 NPY_CONTENT_TYPE = NPY_TYPES[0]
 DEFAULT_DECODE_THREADS = 2  # image models: at least a pool of 2 (handler.decode_threads overrides)
 BINARY_ANSWER_TYPES = ("application/x-npy", "application/npy", "application/x-npz", "application/npz")
-
-
-@dataclass(frozen=True)
-class RequestInput:
-    """One request as the worker hands it over: body, its content type, and the length of the JSON
-    header when it uses the Open Inference Protocol's binary extension."""
-
-    payload: Any
-    content_type: str | None
-    header_length: str | None = None
-    accept: str | None = None  # application/x-npy asks for a binary answer
-    fields: tuple[tuple[str, Any, str | None], ...] = ()  # multipart form: (name, value, content type) per field
 
 
 @dataclass
@@ -81,6 +73,8 @@ class InferencePipeline:
         self.task = task if task is not None else make_task(config)
         self.text_encoder = text_encoder  # set when the archive ships a tokenizer.json
         self.images = self.signature.images
+        self.body_options = BodyOptions(self.signature.names, tuple(self.task.v2_outputs), text_encoder is not None,
+                                        self.images, config.max_instances)
         # Pillow releases the GIL while decoding, so a batch's images decode in parallel. Measured on 2
         # cores (ResNet-18, JPEG bodies, c=16): 2 decode threads served 1.10x the images of 1 thread.
         decode_threads = config.decode_threads or max(DEFAULT_DECODE_THREADS, config.intra_op_threads())
@@ -141,9 +135,7 @@ class InferencePipeline:
     def _decoded(self, request: RequestInput) -> DecodedRequest | RequestError:
         """One request's body decoded, or the error it is answered with."""
         try:
-            decoded = decode_request(request.payload, request.content_type, self.signature.names,
-                                     request.header_length, self.task.v2_outputs, self.text_encoder is not None,
-                                     self.images, request.fields, self.config.max_instances)
+            decoded = decode_request(request, self.body_options)
             if decoded.texts is not None:
                 check_count(decoded.texts, self.config.max_instances)
         except RequestError as error:

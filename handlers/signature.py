@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
-from handlers.errors import InvalidInput, TooManyInstances
+from handlers.errors import ConfigError, InvalidInput, TooManyInstances
 
 if TYPE_CHECKING:
     from handlers.image import ImagePreprocess
@@ -22,10 +22,6 @@ if TYPE_CHECKING:
 DTYPES = ("float32", "float16", "float64", "int64", "int32", "uint8", "bool")
 DEFAULT_OUTPUT = "logits"
 RANGE_SEPARATOR = ".."
-
-
-class ConfigError(ValueError):
-    """model-config.yaml (or an export option) is missing a setting or holds a wrong one."""
 
 
 @dataclass(frozen=True)

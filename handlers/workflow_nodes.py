@@ -22,12 +22,16 @@ from typing import Any
 import numpy as np
 import yaml
 
-from handlers.composition import (CompositionConfig, as_logits, check_member_outputs, encode_npy, preprocess as scale,
+from handlers.composition import (CompositionConfig, as_logits, check_member_outputs, preprocess as scale,
                                   weighted_mean)
-from handlers.contract import HandlerConfig
-from handlers.decode import V2, decode_npy, decode_request
-from handlers.encode import PredictionEncoder, encode_predictions
+from handlers.config import HandlerConfig
+from handlers.bodies.decode import decode_request
+from handlers.bodies.npy import decode_npy
+from handlers.bodies.open_inference import V2
+from handlers.bodies.request import BodyOptions
+from handlers.encode import PredictionEncoder, encode_npy, encode_predictions
 from handlers.errors import MalformedRequest, RequestError
+from handlers.handler import request_input
 
 logger = logging.getLogger(__name__)
 
@@ -91,10 +95,8 @@ def aggregate(data: list[dict] | None, context: Any) -> list[bytes] | None:
 
 
 def _accepted_batch(config: HandlerConfig, row: dict, context: Any, idx: int) -> np.ndarray:
-    from handlers.classifier_handler import request_input  # the same body/content-type lookup as models
-
-    request = request_input(row, context, idx)
-    decoded = decode_request(request.payload, request.content_type, config.input.name)
+    request = request_input(row, context, idx)  # the same body/content-type lookup as models
+    decoded = decode_request(request, BodyOptions((config.input.name,)))
     if decoded.protocol == V2:
         raise MalformedRequest("workflows answer plain JSON only; send {\"data\": ...} or .npy "
                                "(the in-process composed model speaks v2)")

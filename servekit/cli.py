@@ -5,25 +5,25 @@ import argparse
 import os
 import subprocess
 import sys
-from typing import TYPE_CHECKING
+from dataclasses import fields, replace
 from pathlib import Path
+from typing import TypeVar
 
-from handlers.contract import DEFAULT_THRESHOLD, TASKS, ConfigError, HandlerConfig, InputContract
-from handlers.signature import InputSpec, Signature
-from servekit.export import OUTPUT_NAME
-from servekit.gpu_report import add_arguments as add_gpu_report_arguments
-from servekit.images import add_image_arguments
-from servekit.model_config import Batching
-from servekit.optimize.prune import DEFAULT_AMOUNT as DEFAULT_PRUNE_AMOUNT
-from servekit.torchserve import UnsafeModelStore
-from servekit.user_model import UserModelError
-from servekit.variants import Gates
-from servekit.export import FORMATS as EXPORT_FORMATS
-from servekit.validate import DEFAULT_ATOL, DEFAULT_RTOL, ExportValidationError
+from handlers.config import DEFAULT_THRESHOLD, TASKS
+from handlers.errors import ConfigError
+from servekit.build.export import FORMATS as EXPORT_FORMATS
+from servekit.build.export import OUTPUT_NAME
+from servekit.build.images import add_image_arguments
+from servekit.build.model_config import Batching
+from servekit.build.optimize.prune import DEFAULT_AMOUNT as DEFAULT_PRUNE_AMOUNT
+from servekit.build.options import DEFAULT_BUILD_DIR, ExportOptions
+from servekit.build.user_model import UserModelError
+from servekit.build.validate import DEFAULT_ATOL, DEFAULT_RTOL, ExportValidationError
+from servekit.build.variants import Gates
+from servekit.measure.gpu_report import add_arguments as add_gpu_report_arguments
+from servekit.serve.torchserve import UnsafeModelStore
 
-FORMAT_NAMES = {"torchscript": "TorchScript", "onnx": "ONNX", "aoti": "AOTInductor"}
-
-DEFAULT_BUILD_DIR = Path("build")
+T = TypeVar("T")
 TRACEBACK_ENV = "SERVEKIT_TRACEBACK"
 # What a user can fix from the message alone: a bad model or file, a failed check, an unsafe store, a
 # build step (archive.sh) that said why on its own stderr.
@@ -202,9 +202,9 @@ def _batching(args: argparse.Namespace) -> Batching:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from servekit.data import load_digits_split
-    from servekit.models import DEMO_MODELS
-    from servekit.train import train_demo
+    from servekit.examples.data import load_digits_split
+    from servekit.examples.models import DEMO_MODELS
+    from servekit.examples.train import train_demo
 
     split = load_digits_split()
     for spec in DEMO_MODELS.values():
@@ -215,109 +215,45 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from dataclasses import replace
-
-    from servekit.build import ModelBuild, build_model_dir
-    from servekit.export import AOTI_FILE
+    from servekit.build.options import export_build, export_user_model, parse_formats
 
     if args.demo:
-        from servekit.demo import demo_build_inputs
+        from servekit.examples.demo import demo_build_inputs
 
         model, build, heldout = demo_build_inputs(args.demo, args.build_dir, _batching(args))
-    else:
-        from servekit.user_model import heldout_inputs, load_user_model
-
-        if not args.name or not args.task:
-            print(f"error: --factory needs --name and --task ({'|'.join(TASKS)}): the export never guesses "
-                  "what the outputs mean", file=sys.stderr)
-            return 2
-        signature = _signature(args)
-        from servekit.images import heldout_images, image_signature, wants_image
-
-        if wants_image(args):
-            signature = image_signature(signature, args)
-        model = load_user_model(args.factory, args.weights)
-        labels = tuple(args.labels.split(",")) if args.labels else ()
-        task = {"task": args.task}
-        if args.multi_label:
-            task.update(multi_label=True, threshold=args.threshold)
-        if args.normalize:
-            task["normalize"] = True
-        if args.tokenizer is not None and not args.tokenizer.is_file():
-            raise UserModelError(f"tokenizer file {args.tokenizer} does not exist")
-        build = ModelBuild(args.name, signature, labels, _batching(args), task=task, tokenizer=args.tokenizer)
-        if signature.images and (args.heldout is None or args.heldout.is_dir()):
-            heldout = heldout_images(args.heldout, signature)  # real photos, preprocessed as the handler does
-        else:
-            heldout = heldout_inputs(args.heldout, signature)
-    formats = tuple(f.strip() for f in args.formats.split(",") if f.strip())
-    if not formats or set(formats) - set(EXPORT_FORMATS):
-        print(f"error: --formats must be a comma-separated subset of {','.join(EXPORT_FORMATS)}", file=sys.stderr)
-        return 2
-    build = replace(build, formats=formats)
-    print(f"exporting {build.name} -> {args.build_dir / build.name}")
-    written = build_model_dir(model, build, heldout, args.build_dir / build.name, rtol=args.rtol, atol=args.atol)
-    validated = [FORMAT_NAMES[f] for f in formats if f != "aoti" or (written / AOTI_FILE).exists()]
-    print(f"validated {build.name}: {', '.join(validated)} match eager PyTorch (rtol={args.rtol:g}, atol={args.atol:g})")
+        export_build(model, replace(build, formats=parse_formats(args.formats)), heldout, args.build_dir,
+                     args.rtol, args.atol)
+        return 0
+    export_user_model(_options(ExportOptions, args, inputs=tuple(args.inputs or ()),
+                               outputs=tuple(args.outputs or ()), batching=_batching(args)))
     return 0
 
 
-def _signature(args: argparse.Namespace) -> Signature:
-    """From repeated --input/--output, or the one float32 input of --input-name/--input-shape/--min/--max."""
-    outputs = tuple(args.outputs or (OUTPUT_NAME,))
-    if args.inputs:
-        if args.input_shape:
-            raise ConfigError("give either --input (any number) or --input-shape, not both")
-        return Signature(tuple(parse_input_option(text, args.min_value, args.max_value) for text in args.inputs),
-                         outputs)
-    if not args.input_shape:
-        raise ConfigError("--factory needs its inputs: --input NAME:DTYPE:DIMS (repeatable) or --input-shape")
-    try:
-        shape = tuple(int(d) for d in args.input_shape.split(","))
-    except ValueError:
-        raise UserModelError(f"--input-shape must be comma-separated integers like 3,32,32; got {args.input_shape!r}") from None
-    return Signature((InputContract(args.input_name, shape, "float32", args.min_value, args.max_value),), outputs)
-
-
-def parse_input_option(text: str, min_value: float | None = None, max_value: float | None = None) -> InputSpec:
-    """``NAME:DTYPE:DIMS[:MIN..MAX]`` -> InputSpec; DIMS comma-separated, ``LOW..HIGH`` for a dynamic one.
-
-    ``--min``/``--max`` apply to every input that gives no range of its own.
-    """
-    parts = text.split(":")
-    if len(parts) not in (3, 4) or not all(parts[:3]):
-        raise ConfigError(f"--input {text!r} must look like NAME:DTYPE:DIMS[:MIN..MAX], e.g. input_ids:int64:1..128")
-    name, dtype, dims = parts[:3]
-    if len(parts) == 4:
-        low, separator, high = parts[3].partition("..")
-        try:
-            if not separator:
-                raise ValueError(parts[3])
-            min_value, max_value = float(low), float(high)
-        except ValueError:
-            raise ConfigError(f"--input {text!r}: the range must look like MIN..MAX, e.g. 0..29999") from None
-    return InputSpec(name, tuple(dims.split(",")), dtype, min_value, max_value)
+def _options(cls: type[T], args: argparse.Namespace, **given: object) -> T:
+    """A library options dataclass from the parsed flags of the same names."""
+    names = {f.name for f in fields(cls)} - set(given)
+    return cls(**{name: getattr(args, name) for name in names if hasattr(args, name)}, **given)
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from servekit.demo import run_demo
+    from servekit.examples.demo import run_demo
 
     return run_demo(args.build_dir, args.model_store, _batching(args), args.concurrency)
 
 
 def _composition(args: argparse.Namespace) -> int:
-    from servekit.composition_run import run_composition
+    from servekit.measure.composition_report import run_composition
 
     return run_composition(args.build_dir, args.model_store, args.reports_dir, _batching(args), args.concurrency,
                            bench_seconds=args.bench, runs=args.runs)
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from servekit.bench.main import run_benchmark
-    from servekit.bench.run import Setting
+    from servekit.measure.bench.main import run_benchmark
+    from servekit.measure.bench.run import Setting
 
     if args.sweep:
-        from servekit.bench.sweep import run_sweep
+        from servekit.measure.bench.sweep import run_sweep
 
         ints = lambda text: [int(v) for v in text.split(",")]  # noqa: E731
         run_sweep(args.sweep_model, args.build_dir / "sweep", args.reports_dir, ints(args.sweep_batch_sizes),
@@ -327,7 +263,7 @@ def _bench(args: argparse.Namespace) -> int:
     setting = Setting(args.batch_size, args.max_batch_delay, args.workers)
     concurrencies = [int(c) for c in args.concurrency.split(",")]
     if args.images:
-        from servekit.bench.images import run_image_benchmark
+        from servekit.measure.bench.images import run_image_benchmark
 
         run_image_benchmark(args.build_dir / "images", args.reports_dir, concurrencies, args.duration, setting,
                             args.threads)
@@ -338,7 +274,7 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _reliability(args: argparse.Namespace) -> int:
-    from servekit.reliability_report import run_reliability
+    from servekit.measure.reliability_report import run_reliability
 
     doc = run_reliability(args.build_dir, args.reports_dir)
     bad = [c for m in doc["matrix"] for c in m["cases"] if not c["passed"]]
@@ -347,80 +283,43 @@ def _reliability(args: argparse.Namespace) -> int:
 
 
 def _text_model(args: argparse.Namespace) -> int:
-    from servekit.text_report import run_text_report
+    from servekit.measure.text_report import run_text_report
 
     run_text_report(args.build_dir, args.reports_dir, args.threads, args.epochs)
     return 0
 
 
 def _images(args: argparse.Namespace) -> int:
-    from servekit.image_demo import run_images
+    from servekit.measure.images_report import run_images
 
     run_images(args.build_dir, args.model_store, args.reports_dir, args.epochs, variants=not args.no_variants)
     return 0
 
 
 def _soak(args: argparse.Namespace) -> int:
-    from servekit.soak import run_soak
+    from servekit.measure.soak import run_soak
 
     return 0 if run_soak(args.build_dir, args.reports_dir, args.minutes, args.concurrency)["passed"] else 1
 
 
 def _gpu_report(args: argparse.Namespace) -> int:
-    from servekit.gpu_report import run_report
+    from servekit.measure.gpu_report import run_report
 
     return run_report(args.build_dir, args.reports_dir, args.batch_sizes, args.seconds, args.rounds, args.prepare_only)
 
 
 def _variants(args: argparse.Namespace) -> int:
-    from servekit.variants_report import demo_variant_inputs, run_variants
+    from servekit.measure.variants_report import demo_variant_inputs, run_variants
 
     gates = Gates(args.max_accuracy_drop, args.min_agreement)
-    jobs = [_user_variant_inputs(args)] if args.factory else demo_variant_inputs(args.build_dir)
+    if args.factory:
+        from servekit.build.options import VariantOptions, user_variant_inputs
+
+        jobs = [user_variant_inputs(_options(VariantOptions, args))]
+    else:
+        jobs = demo_variant_inputs(args.build_dir)
     run_variants(jobs, args.model_store, args.reports_dir, gates, args.prune_amount, args.finetune_epochs, args.threads)
     return 0
-
-
-def _user_variant_inputs(args: argparse.Namespace) -> VariantInputs:
-    """A bring-your-own model, exported before with ``servekit export``, with labelled held-out data."""
-    import numpy as np
-    import yaml
-
-    from servekit.export import ExportSpec
-    from servekit.model_config import MODEL_CONFIG_FILE
-    from servekit.user_model import heldout_inputs, load_npy, load_user_model
-    from servekit.variants import VariantInputs
-
-    missing = [flag for flag, value in (("--name", args.name), ("--heldout", args.heldout),
-                                         ("--heldout-labels", args.heldout_labels)) if value is None]
-    if missing:
-        raise UserModelError(f"variants of your own model need {', '.join(missing)} (accuracy gates need labelled data)")
-    base_dir = args.build_dir / args.name
-    if not (base_dir / MODEL_CONFIG_FILE).exists():
-        raise UserModelError(f"{base_dir / MODEL_CONFIG_FILE} is missing: run 'servekit export --factory ... --name {args.name}' first")
-    signature = HandlerConfig.from_model_yaml(yaml.safe_load((base_dir / MODEL_CONFIG_FILE).read_text())).signature
-
-    def inputs(path: Path) -> np.ndarray | dict[str, np.ndarray]:
-        arrays = heldout_inputs(path, signature)  # .npy for one input, .npz with one array per input
-        return arrays[signature.single.name].astype(np.float32) if signature.single is not None else arrays
-
-    load_labels = lambda path: load_npy(path).astype(np.int64)  # noqa: E731
-    x_test, y_test = inputs(args.heldout), load_labels(args.heldout_labels)
-    x_cal = inputs(args.calibration) if args.calibration else x_test
-    y_cal = load_labels(args.calibration_labels) if args.calibration_labels else None
-    if args.finetune_epochs and y_cal is None:
-        raise UserModelError("--finetune-epochs needs --calibration and --calibration-labels")
-    return VariantInputs(args.name, load_user_model(args.factory, args.weights),
-                         ExportSpec.of(signature), base_dir, x_cal,
-                         y_cal if y_cal is not None else np.zeros(_count(x_cal), np.int64), x_test, y_test)
-
-
-def _count(x) -> int:  # np.ndarray | dict[str, np.ndarray]
-    return len(next(iter(x.values())) if isinstance(x, dict) else x)
-
-
-if TYPE_CHECKING:
-    from servekit.variants import VariantInputs
 
 
 if __name__ == "__main__":

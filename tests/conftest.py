@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from handlers.contract import InputContract
-from servekit.build import ModelBuild, build_model_dir
-from servekit.data import LABELS, DigitsSplit, load_digits_split
-from servekit.model_config import Batching
-from servekit.models import DEMO_MODELS
-from servekit.train import train_demo
+from handlers.config import InputContract
+from servekit.build.model_dir import ModelBuild, build_model_dir
+from servekit.examples.data import LABELS, DigitsSplit, load_digits_split
+from servekit.build.model_config import Batching
+from servekit.examples.models import DEMO_MODELS
+from servekit.examples.train import train_demo
 
 
 @dataclass(frozen=True)
@@ -54,8 +54,8 @@ def built_models(tmp_path_factory: pytest.TempPathFactory, digits: DigitsSplit) 
 @pytest.fixture(scope="session")
 def variant_results(built_models: dict[str, BuiltModel], digits: DigitsSplit):
     """Every variant of both demo models, built next to the base exports and judged by the default gates."""
-    from servekit.export import ExportSpec
-    from servekit.variants import Gates, VariantInputs, build_variants, judge, prune_empty_family_dirs
+    from servekit.build.export import ExportSpec
+    from servekit.build.variants import Gates, VariantInputs, build_variants, judge, prune_empty_family_dirs
 
     results = []
     for name, built in built_models.items():
@@ -86,7 +86,7 @@ def any_models(tmp_path_factory: pytest.TempPathFactory, built_models) -> dict[s
 class BertBuild:
     """The BERT-style text classifier trained, exported and its variants gated, as a user would run it."""
 
-    task: object  # servekit.text_model.TextTask
+    task: object  # servekit.examples.text_model.TextTask
     build_dir: Path
     variants: list[dict]
 
@@ -98,13 +98,13 @@ def bert_build(tmp_path_factory: pytest.TempPathFactory, built_models) -> BertBu
     import json
 
     from servekit.cli import main
-    from servekit.text_model import LABELS, VOCAB_SIZE, prepare_text_task
+    from servekit.examples.text_model import LABELS, VOCAB_SIZE, prepare_text_task
 
     root = tmp_path_factory.mktemp("bert")
     task = prepare_text_task(root / "data")
     np.save(root / "data" / "labels.npy", task.test_labels)
     np.savez(root / "data" / "train.npz", **task.train_inputs)
-    common = ["--factory", "servekit.text_model:tiny_bert", "--weights", str(task.weights_path), "--name", "bert",
+    common = ["--factory", "servekit.examples.text_model:tiny_bert", "--weights", str(task.weights_path), "--name", "bert",
               "--build-dir", str(root / "build")]
     assert main(["export", *common, "--task", "classification", "--labels", ",".join(LABELS),
                  "--input", f"input_ids:int64:1..64:0..{VOCAB_SIZE - 1}", "--input", "attention_mask:int64:1..64:0..1",

@@ -1,7 +1,6 @@
 """Model runtimes behind one tiny interface, chosen by file type in one place."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Mapping, Protocol, Sequence
 
@@ -9,7 +8,6 @@ import numpy as np
 
 AOTI_SUFFIXES = (".pt2",)
 ONNX_SUFFIXES = (".onnx",)
-ORT_TELEMETRY_OPT_OUT = "ORT_DISABLE_TELEMETRY"
 TORCHSCRIPT_SUFFIXES = (".pt", ".torchscript", ".ts")
 
 
@@ -25,16 +23,6 @@ class Backend(Protocol):
 
     def describe(self) -> str:
         """Human-readable runtime, device and threads."""
-
-
-def opt_out_of_ort_telemetry() -> None:
-    """Keep ONNX Runtime from phoning home; call before onnxruntime is imported.
-
-    Its Linux wheels (1.32) send telemetry to Microsoft and keep a device id under ~/.cache unless
-    ORT_DISABLE_TELEMETRY is set when it starts. A server must not phone home, and in a pod with a
-    read-only filesystem the device id becomes a warning per worker. A value the user set wins.
-    """
-    os.environ.setdefault(ORT_TELEMETRY_OPT_OUT, "1")
 
 
 def load_backend(path: Path, gpu_id: int | None, threads: int, cuda_graph_sizes: Sequence[int] = ()) -> Backend:

@@ -7,7 +7,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from handlers.backends import opt_out_of_ort_telemetry
+from handlers.backends.telemetry import opt_out_of_ort_telemetry
 from handlers.devices import checked_gpu_id
 
 opt_out_of_ort_telemetry()

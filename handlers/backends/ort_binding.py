@@ -7,7 +7,7 @@ from typing import Sequence
 
 import numpy as np
 
-from handlers.backends import opt_out_of_ort_telemetry
+from handlers.backends.telemetry import opt_out_of_ort_telemetry
 from handlers.backends.cuda_graphs import GraphMismatch, bucket_for, graph_tolerance, padded, probe_rows
 
 opt_out_of_ort_telemetry()

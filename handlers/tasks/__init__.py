@@ -9,7 +9,7 @@ from typing import Any, Protocol, Sequence
 
 import numpy as np
 
-from handlers.contract import CLASSIFICATION, EMBEDDING, REGRESSION, HandlerConfig
+from handlers.config import CLASSIFICATION, EMBEDDING, REGRESSION, HandlerConfig
 
 
 class Task(Protocol):

@@ -6,9 +6,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from handlers.composition import encode_npy
-from handlers.encode import PredictionEncoder, label_name, softmax
-from handlers.open_inference import OUTPUTS, classification_tensors
+from handlers.encode import PredictionEncoder, encode_npy, label_name, softmax
+from handlers.bodies.open_inference import OUTPUTS, classification_tensors
 
 NPY_CONTENT_TYPE = "application/x-npy"
 MULTI_LABEL_OUTPUTS = ("probabilities", "predicted")

@@ -6,7 +6,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from handlers.composition import encode_npy
+from handlers.encode import encode_npy
 
 NPY_CONTENT_TYPE = "application/x-npy"
 EMBEDDING_KEY = "embedding"

@@ -13,10 +13,10 @@ import pytest
 import torch
 
 from handlers.devices import DeviceError
-from servekit.export import ExportSpec, export_onnx, export_torchscript
-from servekit.models import BenchCNN
-from servekit.optimize import quantize
-from servekit.variants import EXACT, FP16_TOLERANCE, INT8_TOLERANCE
+from servekit.build.export import ExportSpec, export_onnx, export_torchscript
+from servekit.examples.models import BenchCNN
+from servekit.build.optimize import quantize
+from servekit.build.variants import EXACT, FP16_TOLERANCE, INT8_TOLERANCE
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 

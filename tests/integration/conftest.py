@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from servekit.torchserve import TorchServe, torchserve_available
+from servekit.serve.torchserve import TorchServe, torchserve_available
 from support.serving import ARCHIVE_SUFFIXES, BATCH_SIZE, MAX_BATCH_DELAY_MS, LiveServer, require, run_archive_sh
 
 

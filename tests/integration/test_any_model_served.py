@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from handlers.classifier_handler import BATCH_SIZE_HEADER
-from servekit.client import NPY_CONTENT_TYPE, npy_bytes
+from handlers.handler import BATCH_SIZE_HEADER
+from servekit.serve.client import NPY_CONTENT_TYPE, npy_bytes
 from support.any_models import ANY_MODELS
 from support.serving import BATCH_SIZE, MAX_BATCH_DELAY_MS, LiveServer, run_archive_sh, send_together
 

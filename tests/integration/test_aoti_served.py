@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from handlers.encode import predictions
-from servekit.client import NPY_CONTENT_TYPE, npy_bytes
-from servekit.data import LABELS
-from servekit.validate import aoti_runner
+from servekit.serve.client import NPY_CONTENT_TYPE, npy_bytes
+from servekit.examples.data import LABELS
+from servekit.build.validate import aoti_runner
 from support.serving import BATCH_SIZE, MAX_BATCH_DELAY_MS, LiveServer, send_together
 
 pytestmark = pytest.mark.integration

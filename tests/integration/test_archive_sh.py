@@ -19,10 +19,10 @@ def test_archive_is_self_contained(model_store: Path) -> None:
         names = set(archive.namelist())
         manifest = json.loads(archive.read("MAR-INF/MANIFEST.json"))
         config = yaml.safe_load(archive.read("model-config.yaml"))
-    assert {"model.onnx", "classifier_handler.py", "handlers/pipeline.py", "handlers/backends/onnxruntime.py"} <= names
+    assert {"model.onnx", "handler.py", "handlers/pipeline.py", "handlers/backends/onnxruntime.py"} <= names
     assert not any("__pycache__" in n for n in names)
     assert manifest["model"]["serializedFile"] == "model.onnx"
-    assert manifest["model"]["handler"] == "classifier_handler.py"
+    assert manifest["model"]["handler"] == "handler.py"
     assert {"batchSize", "maxBatchDelay", "minWorkers", "maxWorkers", "responseTimeout"} <= set(config)
     assert config["handler"]["input"]["shape"] == [1, 8, 8]
 

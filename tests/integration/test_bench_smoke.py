@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from servekit.bench.main import run_benchmark
-from servekit.bench.run import Setting
-from servekit.bench.sweep import run_sweep
-from servekit.torchserve import torchserve_available
+from servekit.measure.bench.main import run_benchmark
+from servekit.measure.bench.run import Setting
+from servekit.measure.bench.sweep import run_sweep
+from servekit.serve.torchserve import torchserve_available
 from support.serving import require
 
 pytestmark = pytest.mark.integration

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from handlers.classifier_handler import BATCH_SIZE_HEADER
-from servekit.validate import onnx_runner
+from handlers.handler import BATCH_SIZE_HEADER
+from servekit.build.validate import onnx_runner
 from support.serving import BATCH_SIZE, MAX_BATCH_DELAY_MS, run_archive_sh, send_together
 
 pytestmark = pytest.mark.integration

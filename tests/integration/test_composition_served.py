@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import requests
 
-from servekit.client import NPY_CONTENT_TYPE, PREDICTIONS, WFPREDICT, npy_bytes, predict_with_retries
-from servekit.composition import ENSEMBLE, PIPELINE, Composition, build_all, raw_images
-from servekit.composition_run import expected_probabilities
-from servekit.model_config import Batching
+from servekit.serve.client import NPY_CONTENT_TYPE, PREDICTIONS, WFPREDICT, npy_bytes, predict_with_retries
+from servekit.examples.composition import ENSEMBLE, PIPELINE, Composition, build_all, raw_images
+from servekit.measure.composition_report import expected_probabilities
+from servekit.build.model_config import Batching
 from support.compositions import BROKEN, SLOW, build_faulty_compositions
 from support.serving import run_archive_sh
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import requests
 
-from servekit.torchserve import REPO_ROOT, TorchServe, torchserve_available
+from servekit.serve.torchserve import REPO_ROOT, TorchServe, torchserve_available
 from support.models import eager_predictions
 from support.serving import require
 

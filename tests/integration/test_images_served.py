@@ -17,12 +17,12 @@ import requests
 import torch
 import yaml
 
-from handlers.classifier_handler import BATCH_SIZE_HEADER
-from handlers.contract import HandlerConfig
-from handlers.open_inference import HEADER_LENGTH
-from servekit.bad_inputs import bad_images
-from servekit.images import preprocess
-from servekit.reliability import run_matrix
+from handlers.handler import BATCH_SIZE_HEADER
+from handlers.config import HandlerConfig
+from handlers.bodies.open_inference import HEADER_LENGTH
+from servekit.measure.bad_inputs import bad_images
+from servekit.build.images import preprocess
+from servekit.measure.reliability import run_matrix
 from support.image_models import MAX_PIXELS, NAME, photos, tiny_vision
 from support.serving import BATCH_SIZE, MAX_BATCH_DELAY_MS, LiveServer, run_archive_sh
 

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from servekit.bad_inputs import v2_request
+from servekit.measure.bad_inputs import v2_request
 from support.models import eager_predictions
 from support.serving import LiveServer, send_together
 
@@ -31,7 +31,7 @@ def test_v2_requests_are_answered_in_v2_for_every_request_of_a_batch(live: LiveS
 
 
 def test_typed_client_speaks_v2_and_raises_on_4xx(live: LiveServer, built_models) -> None:
-    from servekit.client import TorchServeError
+    from servekit.serve.client import TorchServeError
 
     built = built_models["digits_mlp"]
     answer = live.client.predict_v2("digits_mlp_ts", built.contract.name, built.x_test[:4], request_id="x")

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from servekit.client import npy_bytes
-from servekit.torchserve import REPO_ROOT
+from servekit.serve.client import npy_bytes
+from servekit.serve.torchserve import REPO_ROOT
 from support.models import eager_predictions
 from support.serving import LiveServer
 

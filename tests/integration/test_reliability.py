@@ -4,8 +4,8 @@ from __future__ import annotations
 import psutil
 import pytest
 
-from servekit.bad_inputs import bad_inputs
-from servekit.reliability import churn_under_load, kill_worker_under_load, run_matrix, scale_under_load
+from servekit.measure.bad_inputs import bad_inputs
+from servekit.measure.reliability import churn_under_load, kill_worker_under_load, run_matrix, scale_under_load
 from support.serving import BATCH_SIZE, LiveServer
 
 pytestmark = pytest.mark.integration
@@ -68,7 +68,7 @@ def test_every_listener_is_on_loopback(live: LiveServer) -> None:
 def test_restart_from_snapshot_restores_models_and_batching(tmp_path, model_store) -> None:
     import time
 
-    from servekit.torchserve import TorchServe, restart_from_snapshot
+    from servekit.serve.torchserve import TorchServe, restart_from_snapshot
 
     server = TorchServe(model_store, tmp_path / "ts")
     client = server.start()

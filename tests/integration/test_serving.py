@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import requests
 
-from handlers.classifier_handler import BATCH_SIZE_HEADER
-from servekit.client import NPY_CONTENT_TYPE, TorchServeError, npy_bytes
+from handlers.handler import BATCH_SIZE_HEADER
+from servekit.serve.client import NPY_CONTENT_TYPE, TorchServeError, npy_bytes
 from support.models import eager_predictions
 
 from support.serving import BATCH_SIZE, MAX_BATCH_DELAY_MS, LiveServer, send_together

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from handlers.encode import predictions
-from servekit.data import LABELS
-from servekit.variants import ARCHIVE_SUFFIX, runner_for
+from servekit.examples.data import LABELS
+from servekit.build.variants import ARCHIVE_SUFFIX, runner_for
 from support.serving import BATCH_SIZE, MAX_BATCH_DELAY_MS, LiveServer, run_archive_sh
 
 pytestmark = pytest.mark.integration

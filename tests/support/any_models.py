@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from servekit.cli import main
-from servekit.user_model import load_user_model
+from servekit.build.user_model import load_user_model
 
 FORMATS = "torchscript,onnx"  # AOTInductor's compile is covered once, in test_aoti and the demo models
 ARTIFACTS = ("model.pt", "model.onnx")  # what those exports hold

@@ -7,12 +7,12 @@ import torch
 from torch import nn
 from torch.nn import functional
 
-from handlers.contract import PROBABILITIES
-from servekit.composition import MEMBER_CONTRACT, Composition, build_composed, build_workflow, member_dir
-from servekit.data import LABELS
-from servekit.export import ONNX_FILE, ExportSpec, export_onnx
-from servekit.build import seal
-from servekit.model_config import MODEL_CONFIG_FILE, Batching, model_config, write_model_config
+from handlers.config import PROBABILITIES
+from servekit.examples.composition import MEMBER_CONTRACT, Composition, build_composed, build_workflow, member_dir
+from servekit.examples.data import LABELS
+from servekit.build.export import ONNX_FILE, ExportSpec, export_onnx
+from servekit.build.model_dir import seal
+from servekit.build.model_config import MODEL_CONFIG_FILE, Batching, model_config, write_model_config
 
 TEST_TIMEOUT_MS = 200
 SLOW = Composition("ensemble_with_slow", {"mlp": 1.0, "slow": 1.0})

@@ -1,4 +1,4 @@
-"""The tiny image classifier (servekit.vision, exported through `servekit export --image-*` as a user
+"""The tiny image classifier (servekit.examples.vision, exported through `servekit export --image-*` as a user
 would) and real photographs (scikit-learn's samples) in every format and flaw a client may send."""
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import io
 
 import numpy as np
 
-from servekit.images import encode, sample_photos
-from servekit.vision import TINY_MAX_PIXELS, TINY_NAME, export_tiny_vision, tiny_vision  # noqa: F401 (re-exported)
+from servekit.build.images import encode, sample_photos
+from servekit.examples.vision import TINY_MAX_PIXELS, TINY_NAME, export_tiny_vision, tiny_vision  # noqa: F401 (re-exported)
 
 NAME = TINY_NAME
 MAX_PIXELS = TINY_MAX_PIXELS
@@ -40,6 +40,6 @@ def _cmyk(pixels: np.ndarray) -> bytes:
 
 def png_bomb(width: int = 30_000, height: int = 30_000) -> bytes:
     """A tiny PNG whose header declares ``width x height`` pixels (900 MP by default): only the header is real."""
-    from servekit.bad_inputs import png_declaring
+    from servekit.measure.bad_inputs import png_declaring
 
     return png_declaring(width, height)

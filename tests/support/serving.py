@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from servekit.client import TorchServeClient
-from servekit.reliability import send_together  # noqa: F401  (re-exported for tests)
-from servekit.torchserve import REPO_ROOT, TorchServe
+from servekit.serve.client import TorchServeClient
+from servekit.measure.reliability import send_together  # noqa: F401  (re-exported for tests)
+from servekit.serve.torchserve import REPO_ROOT, TorchServe
 
 ARCHIVE_SUFFIXES = ("ts", "onnx")
 CI_VALUES = ("1", "true", "yes")

@@ -16,7 +16,7 @@ ARTIFACTS = ("model.pt", "model.onnx", "model.pt2")  # the serialized files an a
 def make_context(model_dir: Path, serialized_file: str, batch_size: int = 8) -> Context:
     """A Context like the worker's, with model-config.yaml parsed into model_yaml_config."""
     model_yaml = yaml.safe_load((model_dir / "model-config.yaml").read_text())
-    manifest = {"model": {"modelName": "test", "serializedFile": serialized_file, "handler": "classifier_handler.py"}}
+    manifest = {"model": {"modelName": "test", "serializedFile": serialized_file, "handler": "handler.py"}}
     return Context("test", str(model_dir), manifest, batch_size, None, "0.12.0", model_yaml_config=model_yaml)
 
 

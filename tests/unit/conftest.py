@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from handlers.classifier_handler import ClassifierHandler
+from handlers.handler import InferenceHandler
 from support.torchserve_context import ARTIFACTS, make_context
 
 
@@ -12,6 +12,6 @@ def mlp_handler(request: pytest.FixtureRequest, built_models):
     """The demo MLP's handler, initialized as a worker does, once per serialized format."""
     built = built_models["digits_mlp"]
     context = make_context(built.directory, request.param)
-    handler = ClassifierHandler()
+    handler = InferenceHandler()
     handler.initialize(context)
     return handler, context, built

@@ -10,8 +10,8 @@ import pytest
 import torch
 import tritonclient.http as triton
 
-from handlers.classifier_handler import ClassifierHandler
-from handlers.open_inference import HEADER_LENGTH
+from handlers.handler import InferenceHandler
+from handlers.bodies.open_inference import HEADER_LENGTH
 from support.any_models import ANY_MODELS
 from support.any_models import ARTIFACTS
 from support.torchserve_context import make_context, run_handler_raw
@@ -22,7 +22,7 @@ NPY_ANSWER = {"Accept": "application/x-npy"}
 
 def handler_for(directory, artifact: str):
     context = make_context(directory, artifact)
-    handler = ClassifierHandler()
+    handler = InferenceHandler()
     handler.initialize(context)
     return handler, context
 

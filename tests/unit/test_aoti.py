@@ -16,10 +16,10 @@ import torch
 
 from handlers.backends import load_backend
 from handlers.backends.aoti import CPU_FEATURE_PROBES, missing_cpu_features
-from servekit.build import VALIDATION_FILE
+from servekit.build.model_dir import VALIDATION_FILE
 from servekit.cli import main
-from servekit.models import DigitsMLP
-from servekit.validate import ExportValidationError, aoti_runner, validate_artifact
+from servekit.examples.models import DigitsMLP
+from servekit.build.validate import ExportValidationError, aoti_runner, validate_artifact
 from support.models import eager_predictions
 
 REPO = Path(__file__).resolve().parents[2]
@@ -65,7 +65,7 @@ def test_a_model_torch_export_cannot_capture_keeps_the_other_formats(tmp_path: P
 
 def test_without_a_cpp_compiler_the_pt2_is_skipped_with_how_to_fix_it(tmp_path: Path,
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    from servekit.export import ExportSpec, export_and_validate
+    from servekit.build.export import ExportSpec, export_and_validate
     from support.user_models import tiny_classifier
 
     monkeypatch.setenv("CXX", "no-such-g++")
@@ -136,7 +136,7 @@ def test_a_package_for_cpu_features_this_cpu_lacks_is_refused_by_name(built_mode
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_package_runs_on_the_worker_gpu(tmp_path: Path, built_models) -> None:
-    from servekit.export import ExportSpec, capture, compile_aoti
+    from servekit.build.export import ExportSpec, capture, compile_aoti
 
     built = built_models["digits_cnn"]
     on_gpu = copy.deepcopy(built.model).to("cuda")

@@ -16,11 +16,12 @@ from handlers.backends import load_backend
 from handlers.backends.cuda_graphs import bucket_for, padded
 from handlers.backends.onnxruntime import OnnxRuntimeBackend
 from handlers.backends.torchscript import TorchScriptBackend, is_quantized, module_dtype
-from handlers.contract import ConfigError, HandlerConfig
+from handlers.config import HandlerConfig
+from handlers.errors import ConfigError
 from handlers.devices import DeviceError, checked_gpu_id
-from servekit.export import ExportSpec, export_onnx, export_torchscript
-from servekit.models import DigitsCNN
-from servekit.optimize.quantize import torch_dynamic_int8, torch_fp16
+from servekit.build.export import ExportSpec, export_onnx, export_torchscript
+from servekit.examples.models import DigitsCNN
+from servekit.build.optimize.quantize import torch_dynamic_int8, torch_fp16
 
 SPEC = ExportSpec("image", (1, 8, 8))
 BATCH_SIZES = (1, 7, 7, 64, 7)  # repeats and changes: buffers are reused, then re-made

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from servekit.bench.images import TARGETS, image_ratios, render
+from servekit.measure.bench.images import TARGETS, image_ratios, render
 
 
 def document(throughputs: dict[str, float]) -> dict:

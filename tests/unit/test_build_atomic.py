@@ -8,9 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from handlers.contract import ConfigError, InputContract
-from servekit.build import ARTIFACTS_KEY, ModelBuild, build_model_dir, file_sha256
-from servekit.validate import ExportValidationError
+from handlers.config import InputContract
+from handlers.errors import ConfigError
+from servekit.build.model_dir import ARTIFACTS_KEY, ModelBuild, build_model_dir, file_sha256
+from servekit.build.validate import ExportValidationError
 from support.user_models import branchy, tiny_classifier
 
 CONTRACT = InputContract("features", (4,), "float32", 0.1, 1.0)

@@ -157,7 +157,7 @@ def test_factory_is_imported_from_the_current_folder_like_python_m(tmp_path: Pat
 
 def test_make_composition_leaves_the_tracked_report_alone() -> None:
     from servekit.cli import build_parser
-    from servekit.torchserve import REPO_ROOT
+    from servekit.serve.torchserve import REPO_ROOT
 
     assert build_parser().parse_args(["composition", "--bench", "6"]).reports_dir is None
     makefile = (REPO_ROOT / "Makefile").read_text()

@@ -12,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from servekit.client import TorchServeClient, TorchServeError
+from servekit.serve.client import TorchServeClient, TorchServeError
 
 RACE_ANSWER = {"code": 500, "type": "ConcurrentModificationException"}
 

@@ -8,13 +8,16 @@ import numpy as np
 import pytest
 
 from handlers.composed_model import ComposedModel
-from handlers.composition import (CompositionConfig, MemberSpec, as_logits, encode_npy, member_probabilities,
+from handlers.encode import encode_npy
+from handlers.composition import (CompositionConfig, MemberSpec, as_logits, member_probabilities,
                                   weighted_mean)
-from handlers.contract import ConfigError, HandlerConfig, InputContract
-from handlers.decode import decode_npy
+from handlers.config import HandlerConfig, InputContract
+from handlers.errors import ConfigError
+from handlers.bodies.npy import decode_npy
 from handlers.encode import softmax
 from handlers.errors import MemberFailed, MemberTimedOut
-from handlers.pipeline import InferencePipeline, RequestInput
+from handlers.bodies.request import RequestInput
+from handlers.pipeline import InferencePipeline
 
 CONTRACT = InputContract("image", (8, 8), "float32", 0.0, 255.0)
 

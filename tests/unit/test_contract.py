@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from handlers.contract import ConfigError, HandlerConfig, InputContract
+from handlers.config import HandlerConfig, InputContract
+from handlers.errors import ConfigError
 from handlers.errors import InvalidInput, TooManyInstances
 
 CONTRACT = InputContract("pixels", (2, 2), "float32", 0.0, 1.0)
@@ -82,7 +83,7 @@ def test_bad_model_config_names_the_setting(yaml_doc: dict, message: str) -> Non
 
 
 def test_threads_never_oversubscribe_the_cores(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("handlers.contract.available_cores", lambda: 8)
+    monkeypatch.setattr("handlers.config.available_cores", lambda: 8)
     config = HandlerConfig(input=CONTRACT, workers=3)
     assert config.intra_op_threads() == 2  # 7 cores after the frontend's, shared by 3 workers
     assert HandlerConfig(input=CONTRACT, workers=16).intra_op_threads() == 1

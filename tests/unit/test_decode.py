@@ -7,7 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from handlers.decode import decode_payload, media_type
+from handlers.bodies.common import media_type
+from handlers.bodies.decode import decode_payload
 from handlers.errors import MalformedRequest, UnsupportedMediaType
 
 
@@ -118,7 +119,7 @@ def test_unknown_content_type_is_415() -> None:
 @pytest.mark.parametrize("content_type", [None, ""])
 @pytest.mark.parametrize("body", [b'{"data": [1.5, -2, 1e+05]}', b'  \n[1]', b'{"data": [[1, 2], [3, 4]]}'])
 def test_json_without_a_content_type_is_recognised_by_its_bytes(body: bytes, content_type: str | None) -> None:
-    from handlers.decode import sniff_media_type
+    from handlers.bodies.decode import sniff_media_type
 
     assert sniff_media_type(body) == "application/json"
     assert sniff_media_type(bytearray(body)) == "application/json"
@@ -140,7 +141,7 @@ def test_curl_default_form_type_is_415_naming_the_header(payload) -> None:
 
 @pytest.mark.parametrize("data", [[1.5, True, 0.25], [[0.5, 1.0], [False, 0.0]], [1, 2, True]])
 def test_a_json_boolean_among_numbers_is_refused_like_all_booleans(data: list) -> None:
-    from handlers.contract import InputContract
+    from handlers.config import InputContract
     from handlers.errors import InvalidInput
 
     with pytest.raises(InvalidInput, match="input 'pixels' holds booleans"):

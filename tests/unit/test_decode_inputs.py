@@ -8,11 +8,13 @@ import zipfile
 import numpy as np
 import pytest
 
-from handlers.decode import decode_arrays, decode_request
+from handlers.bodies.decode import decode_arrays, decode_request
+from handlers.bodies.npz import MAX_UNPACKED_BYTES, decode_npz
+from handlers.bodies.request import BodyOptions, RequestInput
 from handlers.errors import MalformedRequest
-from handlers.npz import MAX_UNPACKED_BYTES, decode_npz
 
 NAMES = ("input_ids", "attention_mask")
+OPTIONS = BodyOptions(NAMES)
 
 
 def npz(**arrays: np.ndarray) -> bytes:
@@ -39,7 +41,7 @@ def test_json_input_errors_name_the_problem(document: dict, message: str) -> Non
 def test_npz_by_content_type_or_sniffed_and_a_raw_npy_is_refused_for_two_inputs() -> None:
     body = npz(input_ids=np.array([3, 4]), attention_mask=np.array([1, 1]))
     for content_type in ("application/x-npz", "", "application/octet-stream"):
-        assert set(decode_request(body, content_type, NAMES).arrays) == set(NAMES)
+        assert set(decode_request(RequestInput(body, content_type), OPTIONS).arrays) == set(NAMES)
     buffer = io.BytesIO()
     np.save(buffer, np.array([1, 2]))
     with pytest.raises(MalformedRequest, match="send them as .npz"):
@@ -76,8 +78,8 @@ def test_v2_with_two_tensors_one_json_one_binary() -> None:
     header = json.dumps({"inputs": [
         {"name": "input_ids", "shape": [1, 3], "datatype": "INT64", "parameters": {"binary_data_size": 24}},
         {"name": "attention_mask", "shape": [1, 3], "datatype": "INT64", "data": [1, 1, 0]}]}).encode()
-    decoded = decode_request(header + ids.tobytes(), "", NAMES, str(len(header)))
+    decoded = decode_request(RequestInput(header + ids.tobytes(), "", str(len(header))), OPTIONS)
     assert decoded.arrays["input_ids"].tolist() == [[5, 6, 7]] and decoded.arrays["attention_mask"].tolist() == [[1, 1, 0]]
     with pytest.raises(MalformedRequest, match="2 tensor objects"):
-        decode_request(json.dumps({"inputs": [header and {"name": "input_ids", "shape": [1], "datatype": "INT64",
-                                                          "data": [1]}]}).encode(), "application/json", NAMES)
+        decode_request(RequestInput(json.dumps({"inputs": [{"name": "input_ids", "shape": [1], "datatype": "INT64",
+                                                            "data": [1]}]}).encode(), "application/json"), OPTIONS)

@@ -87,8 +87,8 @@ def test_every_copy_source_exists_and_is_in_the_build_context() -> None:
 
 
 def test_the_default_image_carries_archives_that_make_demo_builds() -> None:
-    from servekit.demo import ARCHIVE_FORMATS
-    from servekit.models import DEMO_MODELS
+    from servekit.examples.demo import ARCHIVE_FORMATS
+    from servekit.examples.models import DEMO_MODELS
 
     default = re.search(r'(?m)^ARG MODELS="([^"]+)"', (DEPLOY / "Dockerfile").read_text()).group(1).split()
     assert default and set(default) <= {f"{name}_{suffix}.mar" for name in DEMO_MODELS for suffix in ARCHIVE_FORMATS}

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from handlers.backends.torchscript import TorchScriptBackend
-from servekit import deprecations
-from servekit.export import ExportSpec, export_torchscript
-from servekit.optimize.quantize import torch_dynamic_int8
-from servekit.validate import torchscript_runner
+from servekit.build import deprecations
+from servekit.build.export import ExportSpec, export_torchscript
+from servekit.build.optimize.quantize import torch_dynamic_int8
+from servekit.build.validate import torchscript_runner
 from support.user_models import tiny_classifier
 
 SPEC = ExportSpec("features", (4,))

@@ -7,11 +7,11 @@ import io
 import numpy as np
 import pytest
 
-from handlers.contract import HandlerConfig
+from handlers.config import HandlerConfig
 from handlers.errors import MalformedRequest, TooManyPixels, UnsupportedMediaType
 from handlers.image import ImagePreprocess, sniff_format
-from handlers.signature import ConfigError
-from servekit.images import encode, sample_photos
+from handlers.errors import ConfigError
+from servekit.build.images import encode, sample_photos
 from support.image_models import png_bomb, photos
 
 IMAGENET = dict(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
@@ -137,17 +137,17 @@ def test_wrong_preprocessing_is_refused_when_loaded(image: dict, fragment: str) 
 def test_export_refuses_image_options_that_disagree_with_the_input(options, fragment, tmp_path, capsys) -> None:
     from servekit.cli import main
 
-    status = main(["export", "--factory", "servekit.vision:tiny_vision", "--name", "x", "--task", "classification",
+    status = main(["export", "--factory", "servekit.examples.vision:tiny_vision", "--name", "x", "--task", "classification",
                    "--input", "image:float32:3,32,32", *options, "--build-dir", str(tmp_path)])
     assert status == 2 and fragment in capsys.readouterr().err
 
 
 def test_image_options_make_the_only_input_an_image(tmp_path) -> None:
-    from servekit.vision import export_tiny_vision
+    from servekit.examples.vision import export_tiny_vision
 
     import yaml
 
-    model_dir = export_tiny_vision(tmp_path, ("--image-layout", "CHW", "--no-exif"))
+    model_dir = export_tiny_vision(tmp_path, image_layout="CHW", no_exif=True)
     section = yaml.safe_load((model_dir / "model-config.yaml").read_text())["handler"]
     image = section["input"]["image"]
     assert image["resize"] == 40 and image["crop"] == [32, 32] and image["exif"] is False

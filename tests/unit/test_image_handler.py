@@ -15,10 +15,10 @@ import yaml
 from ts.protocol.otf_message_handler import create_predict_response
 from ts.service import Service
 
-from handlers.classifier_handler import ClassifierHandler
-from handlers.contract import HandlerConfig
-from handlers.open_inference import HEADER_LENGTH
-from servekit.images import preprocess
+from handlers.handler import InferenceHandler
+from handlers.config import HandlerConfig
+from handlers.bodies.open_inference import HEADER_LENGTH
+from servekit.build.images import preprocess
 from support.image_models import MAX_PIXELS, photos, png_bomb, tiny_vision
 from support.torchserve_context import ARTIFACTS, make_context
 
@@ -60,7 +60,7 @@ def b64(data: bytes) -> str:
 @pytest.fixture(params=ARTIFACTS)
 def image_handler(request, image_model):
     context = make_context(image_model, request.param, batch_size=16)
-    handler = ClassifierHandler()
+    handler = InferenceHandler()
     handler.initialize(context)
     return handler, context
 
@@ -143,7 +143,7 @@ def test_a_decode_pool_answers_exactly_like_serial_decoding(image_model) -> None
     for threads in (1, 2):
         context = make_context(image_model, "model.onnx", batch_size=16)
         context.model_yaml_config["handler"]["decode_threads"] = threads
-        handler = ClassifierHandler()
+        handler = InferenceHandler()
         handler.initialize(context)
         assert (handler.pipeline.decode_pool is None) == (threads == 1)
         answers[threads] = run(handler, context, requests)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from servekit.torchserve import REPO_ROOT
+from servekit.serve.torchserve import REPO_ROOT
 
 BENCH_SMOKE = "tests/integration/test_bench_smoke.py"
 

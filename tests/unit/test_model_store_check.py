@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from servekit.torchserve import TorchServe, UnsafeModelStore, check_model_store
+from servekit.serve.torchserve import TorchServe, UnsafeModelStore, check_model_store
 
 
 def _store(tmp_path: Path) -> Path:

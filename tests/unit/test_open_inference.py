@@ -9,7 +9,7 @@ import pytest
 import tritonclient.http as triton
 
 from handlers.errors import MalformedRequest
-from handlers.open_inference import (HEADER_LENGTH, OUTPUTS, V2Options, classification_tensors, decode_v2, encode_v2,
+from handlers.bodies.open_inference import (HEADER_LENGTH, OUTPUTS, V2Options, classification_tensors, decode_v2, encode_v2,
                                     split_binary)
 from support.models import eager_predictions
 from support.torchserve_context import run_handler_raw

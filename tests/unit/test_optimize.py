@@ -9,10 +9,10 @@ import pytest
 import torch
 from torch import nn
 
-from servekit.export import ExportSpec, export_onnx
-from servekit.optimize.prune import finetuner, prune_global_l1, sparsity
-from servekit.optimize.quantize import onnx_dynamic_int8, onnx_fp16, topologically_sort, torch_dynamic_int8
-from servekit.validate import onnx_runner
+from servekit.build.export import ExportSpec, export_onnx
+from servekit.build.optimize.prune import finetuner, prune_global_l1, sparsity
+from servekit.build.optimize.quantize import onnx_dynamic_int8, onnx_fp16, topologically_sort, torch_dynamic_int8
+from servekit.build.validate import onnx_runner
 from support.user_models import tiny_classifier
 
 SPEC = ExportSpec("features", (4,))

@@ -4,9 +4,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from handlers.contract import HandlerConfig
+from handlers.config import HandlerConfig
 from handlers.errors import InvalidInput, TooManyInstances
-from handlers.signature import ConfigError, InputSpec, Range, Signature, parse_dim
+from handlers.signature import InputSpec, Range, Signature, parse_dim
+from handlers.errors import ConfigError
 
 IDS = InputSpec("input_ids", ("1..8",), "int64", 0, 99)
 MASK = InputSpec("attention_mask", ("1..8",), "int64", 0, 1)

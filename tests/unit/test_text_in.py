@@ -9,9 +9,10 @@ import pytest
 import torch
 from tokenizers import Tokenizer
 
-from handlers.classifier_handler import ClassifierHandler
-from handlers.signature import ConfigError, InputSpec, Signature
-from handlers.text import TextEncoder
+from handlers.handler import InferenceHandler
+from handlers.signature import InputSpec, Signature
+from handlers.errors import ConfigError
+from handlers.text_encoder import TextEncoder
 from support.torchserve_context import make_context, run_handler_raw
 
 JSON = "application/json"
@@ -27,7 +28,7 @@ def expected_class(bert_build, text: str) -> int:
 def test_texts_and_token_ids_share_a_batch(bert_build) -> None:
     directory = bert_build.build_dir / "bert"
     context = make_context(directory, "model.onnx")
-    handler = ClassifierHandler()
+    handler = InferenceHandler()
     handler.initialize(context)
     texts = bert_build.task.test_texts[:4]
     long_text = " ".join(["rain"] * 200)  # 201 tokens with [CLS]: truncated at the declared 64, not refused

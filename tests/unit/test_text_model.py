@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import yaml
 
-from handlers.contract import HandlerConfig
+from handlers.config import HandlerConfig
 from handlers.signature import Range
 
 

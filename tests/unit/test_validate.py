@@ -8,8 +8,8 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from servekit.export import ExportSpec, export_onnx, export_torchscript
-from servekit.validate import (ExportValidationError, compare, onnx_runner, torchscript_runner,
+from servekit.build.export import ExportSpec, export_onnx, export_torchscript
+from servekit.build.validate import (ExportValidationError, compare, onnx_runner, torchscript_runner,
                                validate_artifact)
 from support.user_models import branchy, tiny_classifier
 
@@ -67,7 +67,7 @@ def test_traced_control_flow_is_caught(tmp_path: Path) -> None:
 
 
 def test_check_onnx_model_refuses_a_broken_graph(tmp_path: Path) -> None:
-    from servekit.validate import check_onnx_model
+    from servekit.build.validate import check_onnx_model
 
     good = export_onnx(tiny_classifier(), SPEC, tmp_path / "good.onnx")
     check_onnx_model(good)

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from servekit.deploy_size import closure
-from servekit.variants import Gates, judge
+from servekit.measure.deploy_size import closure
+from servekit.build.variants import Gates, judge
 
 EXPECTED = {"ts_fp32", "onnx_fp32", "ts_int8", "onnx_int8", "ts_pruned", "onnx_pruned", "ts_pruned_int8",
             "onnx_pruned_int8", "onnx_qdq_int8", "ts_fp16", "onnx_fp16", "aoti_fp32", "aoti_pt2e_int8"}
@@ -46,7 +46,7 @@ def test_output_checks_use_the_stated_tolerance(variant_results, built_models) -
     import numpy as np
     import torch
 
-    from servekit.variants import runner_for
+    from servekit.build.variants import runner_for
 
     checked = 0
     for r in variant_results:
@@ -71,8 +71,8 @@ def test_every_variant_of_the_demo_models_passes_its_output_check(variant_result
 
 
 def test_failing_gate_removes_the_artifact_and_says_why(built_models, tmp_path) -> None:
-    from servekit.export import ExportSpec, export_torchscript
-    from servekit.variants import VariantResult
+    from servekit.build.export import ExportSpec, export_torchscript
+    from servekit.build.variants import VariantResult
 
     built = built_models["digits_mlp"]
     broken = tmp_path / "model.pt"
@@ -102,7 +102,7 @@ def _shifted_variant(built, tmp_path, wrong: int, righted: int):
     import numpy as np
     import torch
 
-    from servekit.variants import VariantResult
+    from servekit.build.variants import VariantResult
 
     with torch.inference_mode():
         fp32_pred = built.model(torch.from_numpy(built.x_test)).argmax(dim=1).numpy()
@@ -147,7 +147,7 @@ def test_default_gates_hold_at_their_boundary(built_models, tmp_path, wrong: int
     assert result.path.exists() == result.passed
 def test_the_variants_plot_draws_a_model_below_90_percent_accuracy(tmp_path) -> None:
     """A ResNet-18 trained briefly (78 %) made the marker area negative and matplotlib fail."""
-    from servekit.variants_report import plot
+    from servekit.measure.variants_report import plot
 
     rows = [{"model": "weak", "variant": v, "format": "onnx", "passed": True, "file_bytes": 1024 * (i + 1),
              "p50_ms_b32": 1.0 + i, "accuracy": 0.78} for i, v in enumerate(("onnx_fp32", "onnx_qdq_int8"))]

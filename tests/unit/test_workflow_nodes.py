@@ -10,12 +10,13 @@ from ts.context import Context
 from ts.service import Service
 
 from handlers import workflow_nodes
-from handlers.composition import CompositionConfig, MemberSpec, as_logits, encode_npy, weighted_mean
-from handlers.contract import InputContract
-from handlers.decode import decode_npy
+from handlers.encode import encode_npy
+from handlers.composition import CompositionConfig, MemberSpec, as_logits, weighted_mean
+from handlers.config import InputContract
+from handlers.bodies.npy import decode_npy
 from handlers.encode import PredictionEncoder, encode_predictions
-from servekit.data import LABELS
-from servekit.model_config import Batching, model_config, write_model_config
+from servekit.examples.data import LABELS
+from servekit.build.model_config import Batching, model_config, write_model_config
 from support.torchserve_context import worker_batch
 
 CONTRACT = InputContract("image", (8, 8), "float32", 0.0, 255.0)

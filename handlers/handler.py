@@ -1,0 +1,124 @@
+"""TorchServe entry point: a thin adapter from TorchServe's hooks to InferencePipeline (any task;
+the file keeps its first name because every archive names it as its handler).
+
+Archived with ``--handler handlers/handler.py``; the ``handlers`` package travels
+beside it in the .mar. TorchServe instantiates the one class defined here.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from ts.metrics.dimension import Dimension
+from ts.metrics.metric_type_enum import MetricTypes
+
+from handlers.backends import Backend, load_backend
+from handlers.bodies.common import media_type
+from handlers.bodies.decode import FORM_TYPE
+from handlers.bodies.open_inference import HEADER_LENGTH
+from handlers.bodies.request import RequestInput
+from handlers.config import HandlerConfig
+from handlers.pipeline import InferencePipeline, StageTimes
+
+logger = logging.getLogger(__name__)
+
+BODY_KEYS = ("body", "data")
+BATCH_SIZE_HEADER = "X-Batch-Instances"
+ACCEPT = "Accept"
+
+
+class InferenceHandler:
+    """initialize/handle as TorchServe expects; everything else lives in the pipeline."""
+
+    def __init__(self) -> None:
+        self.pipeline: InferencePipeline | None = None
+
+    def initialize(self, context: Any) -> None:
+        """Read model-config.yaml, load the serialized model on the worker's device."""
+        config = HandlerConfig.from_model_yaml(context.model_yaml_config)
+        backend = load_model(config, context)
+        text_encoder = None
+        if config.tokenizer is not None:
+            from handlers.text_encoder import TextEncoder
+
+            text_encoder = TextEncoder(Path(context.system_properties["model_dir"]) / config.tokenizer, config.signature)
+        self.pipeline = InferencePipeline(config, backend, context.model_name, text_encoder=text_encoder)
+        logger.info("model %s ready: %s, task %s, signature %s", context.model_name, backend.describe(), config.task,
+                    config.signature)
+
+    def handle(self, data: list[dict] | None, context: Any) -> list[bytes] | None:
+        """Answer one batch: per-request status, JSON content type, one body per request."""
+        if data is None:  # workflow nodes are called once with no data at load time
+            return None
+        if self.pipeline is None:
+            raise RuntimeError("handle() called before initialize()")
+        requests = [request_input(row, context, idx) for idx, row in enumerate(data)]
+        answers, times = self.pipeline.run(requests)
+        for idx, answer in enumerate(answers):
+            context.set_response_status(answer.status, answer.phrase, idx)
+            context.set_response_content_type(idx, answer.content_type)
+            context.set_response_header(idx, BATCH_SIZE_HEADER, str(times.instances))
+            for name, value in answer.headers:
+                context.set_response_header(idx, name, value)
+        emit_metrics(context.metrics, times, [answer.status for answer in answers])
+        return [answer.body for answer in answers]
+
+
+def load_model(config: HandlerConfig, context: Any) -> Backend:
+    """The archive's serialized model, or its members when model-config.yaml describes a composition."""
+    properties = context.system_properties
+    model_dir = Path(properties["model_dir"])
+    gpu_id, threads = properties.get("gpu_id"), config.intra_op_threads()
+    if config.composition is not None:
+        from handlers.composed_model import ComposedModel
+
+        return ComposedModel.load(config.composition, model_dir, gpu_id, threads)
+    serialized = context.manifest["model"].get("serializedFile")
+    if not serialized:
+        raise ValueError("the archive has no serialized model and model-config.yaml no handler.composition")
+    return load_backend(model_dir / serialized, gpu_id, threads, config.cuda_graph_batch_sizes)
+
+
+def emit_metrics(metrics: Any, times: StageTimes, statuses: list[int]) -> None:
+    """Per-stage time, real batch size and request errors by status, through TorchServe's metrics API.
+
+    With ``model_metrics_auto_detect=true`` (config.properties) they appear on the Prometheus
+    endpoint as HandlerDecodeMs, HandlerInferMs, HandlerEncodeMs, HandlerBatchInstances and
+    HandlerRequestErrors{Status=...}.
+    """
+    if metrics is None:  # contexts built outside a worker (unit tests) carry no metrics cache
+        return
+    for name, value in (("HandlerDecodeMs", times.decode_ms), ("HandlerInferMs", times.infer_ms),
+                        ("HandlerEncodeMs", times.encode_ms)):
+        metrics.add_time(name, value, None, "ms")
+    metrics.add_metric("HandlerBatchInstances", times.instances, "count", metric_type=MetricTypes.GAUGE)
+    for status in sorted(set(statuses) - {200}):
+        metrics.add_counter("HandlerRequestErrors", statuses.count(status), None, [Dimension("Status", str(status))])
+
+
+def request_input(row: dict, context: Any, idx: int) -> RequestInput:
+    """Find the body of one request and its content type in TorchServe's batch row."""
+    request_type = context.get_request_header(idx, "Content-Type") or context.get_request_header(idx, "content-type")
+    if media_type(request_type) == FORM_TYPE:  # the frontend parsed the body as form fields: refused by decode
+        return RequestInput(None, request_type)
+    name = next((key for key in BODY_KEYS if key in row), None)
+    if name is None and len(row) == 1:
+        name = next(iter(row))
+    if name is None:
+        # A multipart form with several fields: each is a key of the row (image models read them all).
+        fields = tuple((key, value, _content_type(context, idx, key)) for key, value in row.items())
+        return RequestInput(None, None, fields=fields)
+    header_length = _header(context, idx, HEADER_LENGTH)
+    return RequestInput(row[name], _content_type(context, idx, name), header_length, _header(context, idx, ACCEPT))
+
+
+def _content_type(context: Any, idx: int, name: str) -> str | None:
+    # The worker stores each row key's content type as a request header named after the key.
+    header = context.get_request_header(idx, name)
+    return header.get("content-type") if isinstance(header, dict) else header
+
+
+def _header(context: Any, idx: int, name: str) -> str | None:
+    # HTTP header names are case-insensitive; the frontend passes them as the client spelled them.
+    return context.get_request_header(idx, name) or context.get_request_header(idx, name.lower())

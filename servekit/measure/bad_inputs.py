@@ -1,0 +1,149 @@
+"""The bad-input matrix: requests that must each get a specific 4xx, while batch-mates get 200."""
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from servekit.serve.client import NPY_CONTENT_TYPE, npy_bytes
+
+JSON = "application/json"
+
+
+@dataclass(frozen=True)
+class BadInput:
+    """One malformed request and the answer it must get."""
+
+    name: str
+    body: bytes
+    content_type: str
+    status: int
+    message: str  # a fragment the error message must contain
+
+
+def _json(value: object) -> bytes:
+    return json.dumps(value).encode()
+
+
+def _pickled_npy() -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, np.array([{"rm -rf": "/"}], dtype=object), allow_pickle=True)
+    return buffer.getvalue()
+
+
+def _npy_header_only(header: dict) -> bytes:
+    """An .npy header that promises more data than follows (a memory-exhaustion attempt)."""
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buffer, header)
+    return buffer.getvalue()
+
+
+def bad_inputs(shape: Sequence[int], max_instances: int, max_request_size: int,
+               input_name: str) -> list[BadInput]:
+    """Every case for a model whose input ``input_name`` has instances of ``shape`` (values in [0, 1])."""
+    shape = tuple(shape)
+    good = np.full(shape, 0.5, np.float32)
+    wrong_shape = np.full((*shape[:-1], shape[-1] + 1), 0.5).tolist()
+    dims = ", ".join(map(str, shape))
+    nan = good.copy()
+    nan.flat[0] = np.nan
+    inf_json = json.dumps({"data": good.tolist()}).replace("0.5", "Infinity", 1).encode()
+    truncated = npy_bytes(good)[:-7]
+    huge_header = _npy_header_only({"descr": "<f4", "fortran_order": False, "shape": (999_999_999,)}) + b"\0" * 4
+    return [
+        BadInput("malformed JSON", b'{"data": [0.5, 0.5', JSON, 400, "not valid JSON"),
+        BadInput("empty body", b"", JSON, 400, "empty"),
+        BadInput("JSON array at top level", _json([good.tolist()]), JSON, 400, "must be an object"),
+        BadInput("unknown key", _json({"pixels_": good.tolist()}), JSON, 400, "exactly one key"),
+        BadInput("v2 inputs not tensors", _json({"inputs": good.tolist()}), JSON, 400, "exactly one tensor"),
+        BadInput("v2 unsupported datatype", _json(v2_request(good, input_name, "BYTES")), JSON, 400, "datatype 'BYTES'"),
+        BadInput("v2 wrong input name", _json(v2_request(good, input_name + "_x")), JSON, 400, "this model's input is"),
+        BadInput("v2 shape and data disagree", _json({**v2_request(good, input_name), "inputs": [
+            {**v2_request(good, input_name)["inputs"][0], "shape": [1, 2]}]}), JSON, 400, "needs 2"),
+        BadInput("extra key", _json({"data": good.tolist(), "x": 1}), JSON, 400, "exactly one key"),
+        BadInput("data not a list", _json({"data": "pixels"}), JSON, 400, "must be a (nested) list"),
+        BadInput("ragged array", _json({"data": [[0.5], [0.5, 0.5]]}), JSON, 400, "rectangular"),
+        BadInput("null values", _json({"data": [None] * shape[-1]}), JSON, 400, "non-numbers"),
+        BadInput("deeply nested JSON", b'{"data": ' + b"[" * 50000 + b"]" * 50000 + b"}", JSON, 400, "nested too deeply"),
+        BadInput("non-UTF-8 bytes", b'{"data": "\xff\xfe"}', JSON, 400, "UTF-8"),
+        BadInput("wrong shape", _json({"data": wrong_shape}), JSON, 422, f"expected [{dims}]"),
+        BadInput("wrong rank", _json({"data": [[good.tolist()]]}), JSON, 422, "has shape"),
+        BadInput("zero instances", _json({"data": []}), JSON, 422, "shape [0]"),
+        BadInput("strings", _json({"data": np.full(shape, "a").tolist()}), JSON, 422, "expected numbers"),
+        BadInput("booleans", _json({"data": np.full(shape, True).tolist()}), JSON, 422, "dtype bool"),
+        BadInput("NaN", json.dumps({"data": nan.tolist()}).encode(), JSON, 422, "NaN/Inf"),
+        BadInput("Infinity", inf_json, JSON, 422, "NaN/Inf"),
+        BadInput("above range", _json({"data": np.full(shape, 2.0).tolist()}), JSON, 422, "above the allowed maximum"),
+        BadInput("below range", _json({"data": np.full(shape, -1.0).tolist()}), JSON, 422, "below the allowed minimum"),
+        BadInput("too many instances", npy_bytes(np.zeros((max_instances + 1, *shape), np.float32)), NPY_CONTENT_TYPE,
+                 413, f"at most {max_instances} per request"),
+        BadInput("npy of Python objects (pickle)", _pickled_npy(), NPY_CONTENT_TYPE, 400, "need pickle"),
+        BadInput("truncated npy", truncated, NPY_CONTENT_TYPE, 400, "truncated"),
+        BadInput("npy claiming a huge shape", huge_header, NPY_CONTENT_TYPE, 400, "truncated"),
+        BadInput("npy with trailing bytes", npy_bytes(good) + b"junk", NPY_CONTENT_TYPE, 400, "header says"),
+        BadInput("npy complex dtype", npy_bytes(good.astype(np.complex64)), NPY_CONTENT_TYPE, 422, "complex64"),
+        BadInput("npy structured dtype", npy_bytes(np.zeros(2, dtype=[("a", "<f4")])), NPY_CONTENT_TYPE, 400,
+                 "plain numeric"),
+        BadInput("npy body sent as text", b"\x93NUMPY garbage", "text/plain", 415, "text/plain"),
+        BadInput("unsupported content type", b"GIF89a", "image/gif", 415, "image/gif"),
+        BadInput("body over max_request_size", b"0" * (max_request_size + 1), JSON, 413, ""),
+    ]
+
+
+def v2_request(instance: np.ndarray, name: str, datatype: str = "FP32") -> dict:
+    """An Open Inference Protocol request for one instance."""
+    return {"id": "r1", "inputs": [{"name": name, "shape": [1, *instance.shape], "datatype": datatype,
+                                    "data": instance.ravel().tolist()}]}
+
+
+def good_body(shape: Sequence[int], value: float = 0.5) -> bytes:
+    """A valid one-instance npy request."""
+    return npy_bytes(np.full(tuple(shape), value, np.float32))
+
+
+def bad_images(max_pixels: int, input_name: str) -> list[BadInput]:
+    """Every bad-image case for a model whose input ``input_name`` is an image of at most ``max_pixels``."""
+    import base64
+
+    from servekit.build.images import encode, sample_photos
+
+    photo = encode(sample_photos()[0])
+    side = int(max_pixels ** 0.5) + 1
+    b64 = lambda data: base64.b64encode(data).decode()  # noqa: E731
+    return [
+        BadInput("truncated JPEG", photo[:len(photo) // 3], "image/jpeg", 400, "truncated"),
+        BadInput("corrupt JPEG", photo[:20] + bytes(range(256)) * 8, "image/jpeg", 400, "damaged"),
+        BadInput("not an image", b"hello, world", "image/png", 400, "not a JPEG, PNG or WebP"),
+        BadInput("empty image body", b"", "image/jpeg", 400, "empty"),
+        BadInput("GIF content type", b"GIF89a" + b"\0" * 30, "image/gif", 415, "image/gif"),
+        BadInput("BMP bytes", b"BM" + b"\0" * 60, "application/octet-stream", 415, "is BMP"),
+        BadInput("TIFF content type", b"II*\x00" + b"\0" * 60, "image/tiff", 415, "image/tiff"),
+        BadInput("a tensor for an image model", npy_bytes(np.zeros((3, 8, 8), np.float32)), NPY_CONTENT_TYPE, 415,
+                 "takes images"),
+        BadInput("decompression bomb (PNG header)", png_declaring(side, side), "image/png", 413,
+                 "refused before decoding"),
+        BadInput("bomb past Pillow's own limit", png_declaring(30_000, 30_000), "image/png", 413,
+                 "decompression bomb"),
+        BadInput("base64 that is not", _json({"data": "!!not base64!!"}), JSON, 400, "not valid base64"),
+        BadInput("base64 of a truncated JPEG", _json({"data": b64(photo[:500])}), JSON, 400, "truncated"),
+        BadInput("JSON numbers for an image", _json({"data": [0.5, 0.5]}), JSON, 400, "base64 string"),
+        BadInput("v2 FP32 tensor for an image", _json(v2_request(np.zeros(4, np.float32), input_name)), JSON, 400,
+                 "BYTES"),
+        BadInput("v2 BYTES count mismatch", _json({"inputs": [{"name": input_name, "shape": [2], "datatype": "BYTES",
+                                                               "data": [b64(photo)]}]}), JSON, 400, "says 2 images"),
+    ]
+
+
+def png_declaring(width: int, height: int) -> bytes:
+    """A 1x1 PNG whose header is rewritten to declare ``width x height``: tiny on the wire, huge if decoded."""
+    import struct
+    import zlib
+
+    from servekit.build.images import encode
+
+    small = encode(np.zeros((1, 1), np.uint8), "PNG")
+    chunk = b"IHDR" + struct.pack(">II", width, height) + small[24:29]
+    return small[:8] + small[8:12] + chunk + struct.pack(">I", zlib.crc32(chunk)) + small[33:]

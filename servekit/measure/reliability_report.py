@@ -1,0 +1,150 @@
+"""`servekit reliability`: the bad-input matrix, faults and access checks against a live TorchServe."""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import requests
+
+from servekit.build.archiving import run_archive_sh
+from servekit.measure.bad_inputs import bad_images, bad_inputs
+from servekit.serve.client import TorchServeError
+from servekit.examples.demo import demo_build_inputs
+from servekit.build.model_config import Batching
+from servekit.examples.models import DEMO_MODELS
+from servekit.measure.reliability import churn_under_load, kill_worker_under_load, run_matrix, scale_under_load
+from servekit.serve.torchserve import TorchServe, restart_from_snapshot
+from servekit.measure.reports import write_report
+
+MAX_REQUEST_SIZE = 6291456
+BATCH_SIZE = 16
+
+
+def run_reliability(build_dir: Path, reports_dir: Path) -> dict:
+    """Everything against one server; writes reports/reliability.{md,json}."""
+    from servekit.build.model_dir import build_model_dir
+
+    store = build_dir / "reliability_store"
+    store.mkdir(parents=True, exist_ok=True)
+    shapes = {}
+    for name, spec in DEMO_MODELS.items():
+        model, build, heldout = demo_build_inputs(name, build_dir, Batching())
+        build_model_dir(model, build, heldout, build_dir / name)
+        run_archive_sh([build_dir / name], store, quiet=True)
+        shapes[name] = spec.input_shape
+    from servekit.examples.vision import TINY_MAX_PIXELS, TINY_NAME, export_tiny_vision
+
+    run_archive_sh([export_tiny_vision(build_dir)], store, quiet=True)
+    server = TorchServe(store, build_dir / "reliability_server")
+    client = server.start()
+    doc: dict = {"matrix": [], "faults": [], "access": []}
+    try:
+        for name, shape in shapes.items():
+            for fmt in ("ts", "onnx"):
+                archive_name = f"{name}_{fmt}"
+                client.register(f"{archive_name}.mar", batch_size=BATCH_SIZE, max_batch_delay_ms=10)
+                cases = bad_inputs(shape, 64, MAX_REQUEST_SIZE, DEMO_MODELS[name].input_name)
+                outcomes, good_failures = run_matrix(client, archive_name, shape, cases, BATCH_SIZE)
+                doc["matrix"].append({"archive": archive_name, "cases": [asdict(o) for o in outcomes],
+                                      "good_requests": len(cases), "good_failures": good_failures,
+                                      "healthy_after": client.ping()})
+                print(f"  {archive_name}: {sum(o.passed for o in outcomes)}/{len(outcomes)} bad inputs answered as "
+                      f"expected; {good_failures} good batch-mates harmed")
+        _image_matrix(client, doc, TINY_NAME, TINY_MAX_PIXELS)
+        mlp_shape = shapes["digits_mlp"]
+        for fault in (kill_worker_under_load(client, "digits_mlp_onnx", mlp_shape),
+                      scale_under_load(client, "digits_mlp_ts", mlp_shape),
+                      churn_under_load(client, "digits_mlp_ts", "digits_cnn_ts.mar", mlp_shape)):
+            doc["faults"].append(asdict(fault))
+            print(f"  {fault.fault}: {fault.requests} requests, {fault.retried_failures} failures retried, "
+                  f"{fault.lost} lost")
+        doc["access"] = access_checks(client)
+        started = time.monotonic()
+        server = restart_from_snapshot(server)
+        client = server.client
+        _wait_for(client, [f"{n}_{f}" for n in shapes for f in ("ts", "onnx")])
+        restored = {m: client.describe(m)[0]["batchSize"] for m in client.list_models()}
+        doc["faults"].append({"fault": "restart TorchServe from its snapshot", "restored": restored,
+                              "seconds": round(time.monotonic() - started, 1), "lost": 0})
+    finally:
+        server.stop()
+    write_report(reports_dir, "reliability", doc, render(doc))
+    print(f"wrote {reports_dir}/reliability.md")
+    return doc
+
+
+def _image_matrix(client, doc: dict, name: str, max_pixels: int) -> None:
+    """Bad images (corrupt, truncated, GIF/BMP/TIFF, bombs, bad base64, v2) mixed with real photos."""
+    from servekit.build.images import encode, sample_photos
+
+    photo = encode(sample_photos()[0])
+    for fmt in ("ts", "onnx"):
+        archive_name = f"{name}_{fmt}"
+        client.register(f"{archive_name}.mar", batch_size=BATCH_SIZE, max_batch_delay_ms=10)
+        cases = bad_images(max_pixels, "image")
+        outcomes, good_failures = run_matrix(client, archive_name, (), cases, BATCH_SIZE, (photo, "image/jpeg"))
+        doc["matrix"].append({"archive": archive_name, "cases": [asdict(o) for o in outcomes],
+                              "good_requests": len(cases), "good_failures": good_failures,
+                              "healthy_after": client.ping()})
+        print(f"  {archive_name}: {sum(o.passed for o in outcomes)}/{len(outcomes)} bad images answered as "
+              f"expected; {good_failures} good batch-mates harmed")
+
+
+def access_checks(client) -> list[dict]:
+    """Requests that must be refused: no token, wrong token, archives from outside the store."""
+    checks = []
+    url = f"{client.inference_url}/predictions/digits_mlp_ts"
+    for label, headers in (("no token", {}), ("wrong token", {"Authorization": "Bearer wrong"})):
+        for api, target in (("inference", url), ("management", f"{client.management_url}/models")):
+            method = requests.post if api == "inference" else requests.get
+            response = method(target, headers=headers, timeout=10, **({"json": {"data": [0.5] * 64}} if api == "inference" else {}))
+            checks.append({"check": f"{label} on {api}", "status": response.status_code,
+                           "refused": response.status_code in (400, 401, 403)})
+    for outside in ("file:///etc/passwd.mar", "https://example.invalid/model.mar"):
+        try:
+            client.register(outside, batch_size=1, max_batch_delay_ms=1)
+            checks.append({"check": f"register {outside}", "status": 200, "refused": False})
+        except TorchServeError as err:
+            checks.append({"check": f"register {outside}", "status": err.status, "refused": True})
+    return checks
+
+
+def _wait_for(client, models: list[str], timeout_s: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        present = set(client.list_models())
+        if set(models) <= present and all(
+                w["status"] == "READY" for m in models for w in client.describe(m)[0]["workers"]):
+            return
+        time.sleep(0.5)
+    raise TimeoutError(f"models {models} not READY after restart")
+
+
+def render(doc: dict) -> str:
+    """reports/reliability.md."""
+    cases = [c for m in doc["matrix"] for c in m["cases"]]
+    good = sum(m["good_requests"] for m in doc["matrix"])
+    lines = ["# Reliability", "", "Generated by `servekit reliability` against a live TorchServe 0.12 (token auth on, loopback).", "",
+             "## Bad input", "",
+             f"{len({c['case'] for c in cases})} cases × {len(doc['matrix'])} archives = {len(cases)} bad requests, each sent at "
+             f"once with a good request so they share batches ({good} good requests in all).", "",
+             "| archive | bad answered as expected | good batch-mates harmed | healthy after |", "|---|---|---|---|"]
+    for m in doc["matrix"]:
+        lines.append(f"| {m['archive']} | {sum(c['passed'] for c in m['cases'])}/{len(m['cases'])} | {m['good_failures']} | "
+                     f"{'yes' if m['healthy_after'] else 'NO'} |")
+    lines += ["", "| case | status | message (first archive of its kind) |", "|---|---|---|"]
+    seen = set()
+    for c in cases:  # tensor cases from the first archive, image cases from the first image archive
+        if c["case"] not in seen:
+            seen.add(c["case"])
+            lines.append(f"| {c['case']} | {c['status']} | {c['message'][:90].replace('|', '/')} |")
+    lines += ["", "## Faults", "", "| fault | requests | failures seen and retried | lost |", "|---|---|---|---|"]
+    for f in doc["faults"]:
+        lines.append(f"| {f['fault']} | {f.get('requests', '–')} | {f.get('retried_failures', '–')} | {f['lost']} |")
+    restart = doc["faults"][-1]
+    lines += ["", f"After the restart from the snapshot ({restart['seconds']} s), the registered models and their batch "
+              f"sizes came back: {restart['restored']}.", "", "## Access", "", "| check | status | refused |", "|---|---|---|"]
+    lines += [f"| {a['check']} | {a['status']} | {'yes' if a['refused'] else 'NO'} |" for a in doc["access"]]
+    lines += ["", "TorchServe 0.12 answers a missing or wrong token with 400 (InvalidKeyException), not 401.", ""]
+    return "\n".join(lines)
