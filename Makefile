@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 # psutil<6 and protobuf<7, which clash with ours); tests read the generated models, never import them.
 KSERVE_SDK := kserve==0.21.0
 
-.PHONY: setup tools demo test deploy-check variants composition bench sweep reliability soak images gpu-report archive clean
+.PHONY: setup tools demo test deploy-check variants composition bench sweep reliability soak images gpu-report gpu-served archive clean
 
 setup: $(STAMP)
 
@@ -77,3 +77,8 @@ clean:
 # onnxruntime-gpu for the GPU rows; `pip install -e '.[gpu,test]'` on a CUDA machine). No Java needed.
 gpu-report: setup
 	$(VENV)/bin/servekit gpu-report
+
+# TorchServe + our handler on CUDA beside the same archives on the CPU, every answer checked ->
+# reports/gpu_served.{md,json}. `servekit gpu-served --prepare-only` builds the archives on a CPU machine.
+gpu-served: setup
+	$(VENV)/bin/servekit gpu-served

@@ -178,6 +178,14 @@ def build_parser() -> argparse.ArgumentParser:
     soak.add_argument("--concurrency", type=int, default=16)
     soak.set_defaults(run=_soak)
 
+    served = commands.add_parser("gpu-served", help="TorchServe + our handler on CUDA beside the same archives on "
+                                 "the CPU, every answer checked -> reports/gpu_served.md (needs Java; a GPU for the CUDA rows)")
+    served.add_argument("--build-dir", type=Path, default=DEFAULT_BUILD_DIR, help="where the archives are prepared")
+    served.add_argument("--reports-dir", type=Path, default=Path("reports"), help="where gpu_served.{md,json} go")
+    served.add_argument("--prepare-only", action="store_true",
+                        help="export, validate and archive on this machine, to carry to a GPU machine")
+    served.set_defaults(run=_gpu_served)
+
     gpu = commands.add_parser("gpu-report", help="every variant in-process on GPU vs this machine's CPU -> reports/gpu.md")
     add_gpu_report_arguments(gpu)
     gpu.set_defaults(run=_gpu_report)
@@ -306,6 +314,17 @@ def _gpu_report(args: argparse.Namespace) -> int:
     from servekit.measure.gpu_report import run_report
 
     return run_report(args.build_dir, args.reports_dir, args.batch_sizes, args.seconds, args.rounds, args.prepare_only)
+
+
+def _gpu_served(args: argparse.Namespace) -> int:
+    from servekit.measure import gpu_served
+
+    if args.prepare_only:
+        print(f"prepared {gpu_served.prepare(args.build_dir)}")
+        return 0
+    doc = gpu_served.run(args.build_dir, args.reports_dir)
+    wrong = sum(row["wrong_class"] for row in doc["served"])
+    return 1 if wrong else 0
 
 
 def _variants(args: argparse.Namespace) -> int:
