@@ -42,10 +42,11 @@ def test_the_container_config_keeps_every_safety_setting_of_the_local_one() -> N
 def test_image_pins_are_exact_and_agree_with_pyproject(variant: str) -> None:
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     declared = [Requirement(r) for r in project["dependencies"] + project["optional-dependencies"]["cpu"]
-                + project["optional-dependencies"]["gpu"]]
+                + project["optional-dependencies"]["gpu"] + project["optional-dependencies"]["text"]]
     declared_by_name = {r.name.lower(): r for r in declared}
     pins = _pins(DEPLOY / f"requirements-{variant}.txt")
-    assert {"torch", "torchserve", "pyyaml", "numpy"} <= pins.keys()
+    # tokenizers: an archive that ships a tokenizer.json takes text, and its worker tokenises in the image.
+    assert {"torch", "torchserve", "pyyaml", "numpy", "tokenizers"} <= pins.keys()
     assert ("onnxruntime" if variant == "cpu" else "onnxruntime-gpu") in pins
     for name, pin in pins.items():
         (spec,) = pin.specifier
