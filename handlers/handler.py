@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from ts.metrics.dimension import Dimension
 from ts.metrics.metric_type_enum import MetricTypes
@@ -19,7 +19,10 @@ from handlers.bodies.decode import FORM_TYPE
 from handlers.bodies.open_inference import HEADER_LENGTH
 from handlers.bodies.request import RequestInput
 from handlers.config import HandlerConfig
+from handlers.cores import available_cores
 from handlers.pipeline import InferencePipeline, StageTimes
+from handlers.thread_policy import (ThreadChoice, choose_threads, explicit_threads, gpu_threads, probe_batch,
+                                    time_per_instance)
 
 logger = logging.getLogger(__name__)
 
@@ -66,26 +69,51 @@ class InferenceHandler:
 
 
 def load_model(config: HandlerConfig, context: Any) -> Backend:
-    """The archive's serialized model, or its members when model-config.yaml describes a composition."""
+    """The archive's serialized model (or its members, for a composition) on the threads that fit it."""
     properties = context.system_properties
     model_dir = Path(properties["model_dir"])
-    gpu_id, threads = properties.get("gpu_id"), config.intra_op_threads()
+    gpu_id = properties.get("gpu_id")
     if config.composition is not None:
         from handlers.composed_model import ComposedModel
 
-        return ComposedModel.load(config.composition, model_dir, gpu_id, threads)
-    serialized = context.manifest["model"].get("serializedFile")
-    if not serialized:
-        raise ValueError("the archive has no serialized model and model-config.yaml no handler.composition")
-    return load_backend(model_dir / serialized, gpu_id, threads, config.cuda_graph_batch_sizes)
+        def load(threads: int) -> Backend:
+            return ComposedModel.load(config.composition, model_dir, gpu_id, threads)
+    else:
+        serialized = context.manifest["model"].get("serializedFile")
+        if not serialized:
+            raise ValueError("the archive has no serialized model and model-config.yaml no handler.composition")
+
+        def load(threads: int) -> Backend:
+            return load_backend(model_dir / serialized, gpu_id, threads, config.cuda_graph_batch_sizes)
+    backend, choice = load_on_fitting_threads(load, config, gpu_id is not None)
+    logger.info("threads for %s: %s", context.model_name, choice.reason)
+    return backend
+
+
+def load_on_fitting_threads(load: Callable[[int], Backend], config: HandlerConfig,
+                            on_gpu: bool) -> tuple[Backend, ThreadChoice]:
+    """Load with ``handler.threads`` when set; else time the model on one thread and reload it on the
+    threads its share of the work earns (thread_policy). A model on a GPU leaves the CPU to the frontend."""
+    cores = available_cores()
+    if config.threads:
+        return load(config.threads), explicit_threads(config.threads)
+    if on_gpu:
+        choice = gpu_threads(cores, config.workers)
+        return load(choice.threads), choice
+    backend = load(1)
+    choice = choose_threads(time_per_instance(backend.run_named, probe_batch(config.signature)), cores, config.workers)
+    if choice.threads != 1:
+        backend = load(choice.threads)
+    return backend, choice
 
 
 def emit_metrics(metrics: Any, times: StageTimes, statuses: list[int]) -> None:
     """Per-stage time, real batch size and request errors by status, through TorchServe's metrics API.
 
     With ``model_metrics_auto_detect=true`` (config.properties) they appear on the Prometheus
-    endpoint as HandlerDecodeMs, HandlerInferMs, HandlerEncodeMs, HandlerBatchInstances and
-    HandlerRequestErrors{Status=...}.
+    endpoint as HandlerDecodeMs, HandlerInferMs, HandlerEncodeMs, HandlerBatchInstances,
+    HandlerRequestErrors{Status=...} and, for models with a dynamic dimension, HandlerPaddingEfficiency
+    (real tokens / computed tokens of the batch) and HandlerSubBatches.
     """
     if metrics is None:  # contexts built outside a worker (unit tests) carry no metrics cache
         return
@@ -93,6 +121,10 @@ def emit_metrics(metrics: Any, times: StageTimes, statuses: list[int]) -> None:
                         ("HandlerEncodeMs", times.encode_ms)):
         metrics.add_time(name, value, None, "ms")
     metrics.add_metric("HandlerBatchInstances", times.instances, "count", metric_type=MetricTypes.GAUGE)
+    if times.padding_efficiency is not None:
+        metrics.add_metric("HandlerPaddingEfficiency", round(times.padding_efficiency, 4), "ratio",
+                           metric_type=MetricTypes.GAUGE)
+        metrics.add_metric("HandlerSubBatches", times.sub_batches, "count", metric_type=MetricTypes.GAUGE)
     for status in sorted(set(statuses) - {200}):
         metrics.add_counter("HandlerRequestErrors", statuses.count(status), None, [Dimension("Status", str(status))])
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from handlers.backends import load_backend
-from handlers.config import HandlerConfig, default_intra_op_threads
+from handlers.config import HandlerConfig
 from handlers.cores import available_cores
 from servekit.build.archiving import run_archive_sh
 from servekit.measure.bench.artifacts import REFERENCE_HANDLERS, BenchModel, archive_reference
@@ -98,7 +98,7 @@ def run_image_benchmark(build_dir: Path, reports_dir: Path, concurrencies: list[
 
     store = build_dir / "model_store"
     store.mkdir(parents=True, exist_ok=True)
-    threads = threads or default_intra_op_threads(setting.workers)
+    threads = threads or available_cores()  # in-process ceiling on every core (the workers measure their own)
     print(f"==> preparing ResNet-18 archives (handler intra-op threads: {threads})", flush=True)
     bench = prepare(build_dir, store, threads)
     server = start_server(store, build_dir / "server")
