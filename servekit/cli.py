@@ -139,6 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--no-decode", action="store_true", help="run workers with TS_DECODE_INPUT_REQUEST=false")
     bench.add_argument("--images", action="store_true", help="ResNet-18 with JPEG bodies: ours vs the reference "
                        "image handler vs no-op vs in-process -> reports/bench_images.md")
+    bench.add_argument("--text", action="store_true", help="a trained BERT with realistic sentence lengths: ours "
+                       "FP32/INT8 vs the docs-style handler vs no-op vs LitServe vs in-process -> reports/bench_text.md")
     bench.add_argument("--sweep", action="store_true", help="try batch_size x max_batch_delay x workers x threads")
     bench.add_argument("--sweep-model", default="bench_cnn")
     bench.add_argument("--sweep-batch-sizes", default="8,16,32")
@@ -276,6 +278,11 @@ def _bench(args: argparse.Namespace) -> int:
         return 0
     setting = Setting(args.batch_size, args.max_batch_delay, args.workers)
     concurrencies = [int(c) for c in args.concurrency.split(",")]
+    if args.text:
+        from servekit.measure.bench.text import run_text_benchmark
+
+        run_text_benchmark(args.build_dir / "text", args.reports_dir, args.duration, setting)
+        return 0
     if args.images:
         from servekit.measure.bench.images import run_image_benchmark
 
