@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 # psutil<6 and protobuf<7, which clash with ours); tests read the generated models, never import them.
 KSERVE_SDK := kserve==0.21.0
 
-.PHONY: setup tools demo test deploy-check variants composition bench bench-text bench-images litserve-venv tune sweep reliability soak images gpu-report archive clean
+.PHONY: setup tools demo test test-slow deploy-check variants composition bench bench-text bench-images litserve-venv tune sweep reliability soak images gpu-report archive clean
 
 setup: $(STAMP)
 
@@ -31,6 +31,10 @@ tools:
 
 test: setup tools
 	$(PY) -m pytest
+
+# The long tests (docs/ commands that run benchmarks and the tuner): minutes each.
+test-slow: setup tools litserve-venv
+	$(PY) -m pytest -m slow
 
 # deploy/: Dockerfile lint, container config, Kubernetes + KServe manifests against their schemas,
 # and the image's start command run here (no Docker engine or cluster needed)
