@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ts.metrics.dimension import Dimension
 from ts.metrics.metric_type_enum import MetricTypes
@@ -19,10 +19,8 @@ from handlers.bodies.decode import FORM_TYPE
 from handlers.bodies.open_inference import HEADER_LENGTH
 from handlers.bodies.request import RequestInput
 from handlers.config import HandlerConfig
-from handlers.cores import available_cores
 from handlers.pipeline import InferencePipeline, StageTimes
-from handlers.thread_policy import (ThreadChoice, choose_threads, explicit_threads, gpu_threads, probe_batch,
-                                    time_per_instance)
+from handlers.thread_policy import load_on_fitting_threads
 
 logger = logging.getLogger(__name__)
 
@@ -88,23 +86,6 @@ def load_model(config: HandlerConfig, context: Any) -> Backend:
     backend, choice = load_on_fitting_threads(load, config, gpu_id is not None)
     logger.info("threads for %s: %s", context.model_name, choice.reason)
     return backend
-
-
-def load_on_fitting_threads(load: Callable[[int], Backend], config: HandlerConfig,
-                            on_gpu: bool) -> tuple[Backend, ThreadChoice]:
-    """Load with ``handler.threads`` when set; else time the model on one thread and reload it on the
-    threads its share of the work earns (thread_policy). A model on a GPU leaves the CPU to the frontend."""
-    cores = available_cores()
-    if config.threads:
-        return load(config.threads), explicit_threads(config.threads)
-    if on_gpu:
-        choice = gpu_threads(cores, config.workers)
-        return load(choice.threads), choice
-    backend = load(1)
-    choice = choose_threads(time_per_instance(backend.run_named, probe_batch(config.signature)), cores, config.workers)
-    if choice.threads != 1:
-        backend = load(choice.threads)
-    return backend, choice
 
 
 def emit_metrics(metrics: Any, times: StageTimes, statuses: list[int]) -> None:

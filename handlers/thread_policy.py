@@ -14,11 +14,16 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import numpy as np
 
+from handlers.cores import available_cores
 from handlers.signature import Range, Signature
+
+if TYPE_CHECKING:
+    from handlers.backends import Backend
+    from handlers.config import HandlerConfig
 
 # CPU milliseconds TorchServe's frontend and the worker's plumbing spend on one request: the no-op handler
 # serves about 4,000 requests/s on 2 cores with wrk on the same cores (reports/bench.md), so at most 0.5 ms.
@@ -90,3 +95,20 @@ def probe_batch(signature: Signature, rows: int = PROBE_ROWS) -> dict[str, np.nd
 
 def _typical(dim: Range) -> int:
     return min(dim.high, max(dim.low, PROBE_LENGTH))
+
+
+def load_on_fitting_threads(load: Callable[[int], Backend], config: HandlerConfig,
+                            on_gpu: bool) -> tuple[Backend, ThreadChoice]:
+    """Load with ``handler.threads`` when set; else time the model on one thread and reload it on the
+    threads its share of the work earns (thread_policy). A model on a GPU leaves the CPU to the frontend."""
+    cores = available_cores()
+    if config.threads:
+        return load(config.threads), explicit_threads(config.threads)
+    if on_gpu:
+        choice = gpu_threads(cores, config.workers)
+        return load(choice.threads), choice
+    backend = load(1)
+    choice = choose_threads(time_per_instance(backend.run_named, probe_batch(config.signature)), cores, config.workers)
+    if choice.threads != 1:
+        backend = load(choice.threads)
+    return backend, choice

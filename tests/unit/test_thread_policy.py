@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 
 from handlers.config import HandlerConfig
-from handlers.handler import load_on_fitting_threads
 from handlers.signature import InputSpec, Signature
-from handlers.thread_policy import FRONTEND_MS_PER_REQUEST, choose_threads, probe_batch, time_per_instance
+from handlers.thread_policy import (FRONTEND_MS_PER_REQUEST, choose_threads, load_on_fitting_threads, probe_batch,
+                                    time_per_instance)
 
 
 @pytest.mark.parametrize("model_ms, cores, workers, threads", [
@@ -56,7 +56,7 @@ CONFIG = HandlerConfig(signature=Signature((InputSpec("x", (4,)),)))
 @pytest.mark.parametrize("ms_per_instance, expect_cores", [(5.0, True), (0.0, False)])
 def test_load_times_on_one_thread_then_loads_on_the_chosen_threads(monkeypatch: pytest.MonkeyPatch,
                                                                   ms_per_instance: float, expect_cores: bool) -> None:
-    monkeypatch.setattr("handlers.handler.available_cores", lambda: 4)
+    monkeypatch.setattr("handlers.thread_policy.available_cores", lambda: 4)
     loads: list[int] = []
 
     def load(threads: int) -> SlowBackend:
@@ -70,7 +70,7 @@ def test_load_times_on_one_thread_then_loads_on_the_chosen_threads(monkeypatch: 
 
 
 def test_explicit_threads_and_gpus_skip_the_measurement(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("handlers.handler.available_cores", lambda: 4)
+    monkeypatch.setattr("handlers.thread_policy.available_cores", lambda: 4)
     loads: list[int] = []
 
     def load(threads: int) -> SlowBackend:
