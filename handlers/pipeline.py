@@ -22,12 +22,12 @@ from handlers.bodies.request import BodyOptions, DecodedRequest, RequestInput
 from handlers.bodies.text import check_count
 from handlers.composition import member_probabilities
 from handlers.config import PROBABILITIES, HandlerConfig
-from handlers.cores import available_cores
 from handlers.encode import JSON_CONTENT_TYPE, encode_error, encode_npy, encode_predictions
 from handlers.errors import AnsweredError, RequestError
 from handlers.signature import Range
 from handlers.sub_batches import Item, SubBatchPolicy, plan_sub_batches
 from handlers.tasks import Task, make_task
+from handlers.thread_policy import decode_threads
 from handlers.text_encoder import TextEncoder
 
 logger = logging.getLogger(__name__)
@@ -35,7 +35,6 @@ logger = logging.getLogger(__name__)
 OK_STATUS = 200
 OK_PHRASE = "OK"
 NPY_CONTENT_TYPE = NPY_TYPES[0]
-DEFAULT_DECODE_THREADS = 2  # image models: at least a pool of 2 (handler.decode_threads overrides)
 BINARY_ANSWER_TYPES = ("application/x-npy", "application/npy", "application/x-npz", "application/npz")
 
 
@@ -86,11 +85,8 @@ class InferencePipeline:
         self.images = self.signature.images
         self.body_options = BodyOptions(self.signature.names, tuple(self.task.v2_outputs), text_encoder is not None,
                                         self.images, config.max_instances)
-        # Pillow releases the GIL while decoding, so a batch's images decode in parallel. Measured on 2
-        # cores (ResNet-18, JPEG bodies, c=16): 2 decode threads served 1.10x the images of 1 thread.
-        # Decoding and the model take turns in a worker, so the pool may have the worker's share of the cores.
-        decode_threads = config.decode_threads or max(DEFAULT_DECODE_THREADS, available_cores() // max(1, config.workers))
-        self.decode_pool = ThreadPoolExecutor(decode_threads, "decode") if self.images and decode_threads > 1 else None
+        decoders = decode_threads(config.decode_threads, config.workers)
+        self.decode_pool = ThreadPoolExecutor(decoders, "decode") if self.images and decoders > 1 else None
         self.sub_batch_policy = SubBatchPolicy(config.min_padding_efficiency, config.max_batch_tokens,
                                                equal_lengths_only=not config.padding_invariant)
 

@@ -31,6 +31,7 @@ FRONTEND_MS_PER_REQUEST = 0.25
 PROBE_ROWS = 4  # instances per timed call: amortises the per-call overhead, cheap for a ResNet on one thread
 PROBE_CALLS = 3
 PROBE_BUDGET_S = 1.5  # stop timing after this long: one call of a large model says enough
+MIN_DECODE_THREADS = 2
 PROBE_LENGTH = 32  # dynamic dimensions (tokens, samples) in the probe: a typical request, not the longest
 
 
@@ -64,6 +65,13 @@ def gpu_threads(cores: int, workers: int) -> ThreadChoice:
     threads = max(1, (cores - 1) // max(1, workers)) if cores > 1 else 1
     return ThreadChoice(threads, f"{threads} intra-op thread(s) per worker: the model runs on a GPU, the CPU "
                                  "decodes and moves requests")
+
+
+def decode_threads(configured: int, workers: int) -> int:
+    """Threads that decode a batch's images: ``handler.decode_threads``, else the worker's share of the cores
+    (at least 2). Pillow releases the GIL while decoding, and decoding and the model take turns in a worker.
+    Measured on 2 cores (ResNet-18, JPEG bodies, c=16): 2 decode threads served 1.10x the images of 1."""
+    return configured or max(MIN_DECODE_THREADS, available_cores() // max(1, workers))
 
 
 def time_per_instance(run: Callable[[Mapping[str, np.ndarray]], Any], batch: Mapping[str, np.ndarray],

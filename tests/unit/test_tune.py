@@ -89,3 +89,18 @@ def test_bodies_from_a_folder_or_the_signature(tmp_path: Path) -> None:
     assert all(len(pair) == 1 for pair in lengths)  # ids and mask share each instance's length
     lengths = token_lengths(1000, 128)
     assert 20 <= float(sorted(lengths)[500]) <= 28 and lengths.max() <= 128 and lengths.min() >= 2
+
+
+def test_an_image_archives_own_settings_start_inside_the_space(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The default decode threads (none set in model-config.yaml) are a point the search can move from."""
+    from handlers.thread_policy import decode_threads
+
+    monkeypatch.setattr("handlers.thread_policy.available_cores", lambda: 2)
+    space = search_space(cores=2, concurrency=16, batch_size=16, delay_ms=5, images=True)
+    start = Point(16, 5, 1, 2, decode_threads(0, workers=1))
+    assert space.valid(start)
+    assert len(pattern_search(space, start, synthetic_images, max_points=5)) == 5
+
+
+def synthetic_images(point: Point) -> Measured:
+    return synthetic(Point(point.batch_size, point.max_batch_delay_ms, point.workers, point.threads))

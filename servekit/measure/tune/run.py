@@ -85,6 +85,8 @@ def run_tune(target: Path, work_dir: Path, bodies_dir: Path | None = None, p99_b
         measure = ServedMeasure(server, archive, bodies, concurrency, duration_s)
         default, start = measure.default()
         _say("default", default)
+        if not space.valid(start):
+            raise ValueError(f"the archive's own settings ({start.describe()}) fall outside the search space")
         tried = pattern_search(space, start, measure, p99_bound_ms, max_points,
                                on_result=lambda m: _say("tried", m), known=[default])
         search_s = time.perf_counter() - started

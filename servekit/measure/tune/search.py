@@ -110,7 +110,7 @@ def pattern_search(space: SearchSpace, start: Point, measure: Callable[[Point], 
 
     def measured(point: Point) -> Measured:
         if point not in results:
-            results[point] = measure(point)
+            results[point] = replace(measure(point), point=point)  # the walk goes on from the point asked for
             if on_result is not None:
                 on_result(results[point])
         return results[point]

@@ -6,6 +6,8 @@ import shutil
 import time
 from pathlib import Path
 
+from handlers.config import HandlerConfig
+from handlers.thread_policy import decode_threads
 from servekit.measure.bench.run import chosen_threads
 from servekit.measure.bench.wrk import run_wrk
 from servekit.measure.tune.archive_config import read_config, with_settings, write_config
@@ -37,8 +39,9 @@ class ServedMeasure:
         model = self._next_name()
         result = self._run(store_name, model, int(document["batchSize"]), int(document["maxBatchDelay"]), workers)
         chosen = threads or chosen_threads(self.server.log_dir, model) or 1
-        point = Point(int(document["batchSize"]), int(document["maxBatchDelay"]), workers, chosen,
-                      int(document["handler"].get("decode_threads", 0)))
+        images = HandlerConfig.from_model_yaml(document).signature.images
+        decoders = decode_threads(int(document["handler"].get("decode_threads", 0)), workers) if images else 0
+        point = Point(int(document["batchSize"]), int(document["maxBatchDelay"]), workers, chosen, decoders)
         return Measured(point, *result), point
 
     def __call__(self, point: Point) -> Measured:
