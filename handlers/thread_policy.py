@@ -74,6 +74,14 @@ def decode_threads(configured: int, workers: int) -> int:
     return configured or max(MIN_DECODE_THREADS, available_cores() // max(1, workers))
 
 
+def composition_threads(cores: int, workers: int) -> ThreadChoice:
+    """A composition's members run side by side on threads of their own, each with a deadline: no probe (a slow
+    or failing member would fail the worker's start), and their threads share what the frontend leaves."""
+    threads = max(1, (cores - 1) // max(1, workers)) if cores > 1 else 1
+    return ThreadChoice(threads, f"{threads} intra-op thread(s) per member: a composition's members run side by "
+                                 "side, the frontend keeps a core")
+
+
 def time_per_instance(run: Callable[[Mapping[str, np.ndarray]], Any], batch: Mapping[str, np.ndarray],
                       calls: int = PROBE_CALLS, budget_s: float = PROBE_BUDGET_S) -> float:
     """Milliseconds per instance of ``run(batch)``: the fastest of a few calls after one warm-up call."""
@@ -112,8 +120,8 @@ def load_on_fitting_threads(load: Callable[[int], Backend], config: HandlerConfi
     cores = available_cores()
     if config.threads:
         return load(config.threads), explicit_threads(config.threads)
-    if on_gpu:
-        choice = gpu_threads(cores, config.workers)
+    if on_gpu or config.composition is not None:
+        choice = gpu_threads(cores, config.workers) if on_gpu else composition_threads(cores, config.workers)
         return load(choice.threads), choice
     backend = load(1)
     choice = choose_threads(time_per_instance(backend.run_named, probe_batch(config.signature)), cores, config.workers)

@@ -87,3 +87,21 @@ def test_time_per_instance_takes_the_fastest_call() -> None:
     backend = SlowBackend(1, 2.0)
     ms = time_per_instance(backend.run_named, {"x": np.zeros((4, 4), np.float32)})
     assert 2.0 <= ms < 4.0
+
+
+def test_a_composition_is_not_probed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its members have deadlines and may fail on purpose: timing them at start would fail the worker."""
+    from handlers.composition import CompositionConfig
+
+    monkeypatch.setattr("handlers.thread_policy.available_cores", lambda: 4)
+    composition = CompositionConfig.from_dict({"kind": "ensemble", "members": [
+        {"name": "a", "file": "members/a.onnx"}, {"name": "b", "file": "members/b.onnx"}]})
+    config = HandlerConfig(signature=CONFIG.signature, composition=composition)
+
+    def load(threads: int) -> SlowBackend:
+        backend = SlowBackend(threads, 0.0)
+        backend.run_named = lambda inputs: (_ for _ in ()).throw(RuntimeError("a member failed"))  # type: ignore[method-assign]
+        return backend
+
+    backend, choice = load_on_fitting_threads(load, config, on_gpu=False)
+    assert backend.threads == choice.threads == 3 and "composition" in choice.reason
