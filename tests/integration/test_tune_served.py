@@ -41,7 +41,7 @@ def test_a_tuned_archive_registers_with_the_tuned_settings(live: LiveServer, mod
         assert (described["batchSize"], described["maxBatchDelay"], described["minWorkers"], described["maxWorkers"]) == (
             tuned["batchSize"], tuned["maxBatchDelay"], tuned["minWorkers"], tuned["maxWorkers"])
         assert len(described["workers"]) == tuned["minWorkers"]
-        assert live.client.predict_json("tuned_regressor", {"data": [0.0] * 13})["predictions"][0]["value"] is not None
+        assert live.client.predict_json("tuned_regressor", [0.0] * 13)["predictions"][0]["value"] is not None
         assert chosen_threads(live.server.log_dir, "tuned_regressor") == tuned["handler"]["threads"]
     finally:
         live.client.unregister("tuned_regressor")
