@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 # psutil<6 and protobuf<7, which clash with ours); tests read the generated models, never import them.
 KSERVE_SDK := kserve==0.21.0
 
-.PHONY: setup tools demo test deploy-check variants composition bench sweep reliability soak images gpu-report gpu-served archive clean
+.PHONY: setup tools demo test test-slow deploy-check variants composition bench bench-text bench-images litserve-venv tune sweep reliability soak images gpu-report gpu-served archive clean
 
 setup: $(STAMP)
 
@@ -32,6 +32,10 @@ tools:
 test: setup tools
 	$(PY) -m pytest
 
+# The long tests (docs/ commands that run benchmarks and the tuner): minutes each.
+test-slow: setup tools litserve-venv
+	$(PY) -m pytest -m slow
+
 # deploy/: Dockerfile lint, container config, Kubernetes + KServe manifests against their schemas,
 # and the image's start command run here (no Docker engine or cluster needed)
 deploy-check: setup
@@ -49,6 +53,24 @@ composition: setup tools
 # Served throughput/latency: ours vs plain vs no-op vs in-process -> reports/bench.{md,json,png}
 bench: setup tools
 	$(VENV)/bin/servekit bench
+
+# What users would pick instead, in a venv of its own (never our dependency): LitServe serving the same ONNX.
+LITSERVE_VENV := .venv-litserve
+LITSERVE_STAMP := $(LITSERVE_VENV)/.installed
+litserve-venv: $(LITSERVE_STAMP)
+$(LITSERVE_STAMP):
+	$(PYTHON) -m venv $(LITSERVE_VENV)
+	$(LITSERVE_VENV)/bin/python -m pip install --quiet 'litserve==0.2.19' onnxruntime pillow numpy tokenizers
+	@touch $(LITSERVE_STAMP)
+
+# A trained 4-layer BERT with realistic sentence lengths, served side by side: ours FP32 and INT8, the
+# docs-style handler at 1 and 2 threads, no-op, LitServe, in-process -> reports/bench_text.{md,json}
+bench-text: setup tools litserve-venv
+	$(VENV)/bin/servekit bench --text --max-batch-delay 10 --duration 30
+
+# ResNet-18 with 640x427 JPEG bodies, the same rows -> reports/bench_images.{md,json,png}
+bench-images: setup tools litserve-venv
+	$(VENV)/bin/servekit bench --images --concurrency 16 --max-batch-delay 10 --duration 45
 
 # batch_size x max_batch_delay x workers x threads on the CNN -> reports/bench_sweep.{md,json}
 sweep: setup tools

@@ -4,16 +4,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Mapping
 
-from handlers.cores import available_cores
 from handlers.errors import ConfigError
 from handlers.signature import DEFAULT_OUTPUT, InputSpec, Signature
+from handlers.sub_batches import DEFAULT_MIN_PADDING_EFFICIENCY
 
 if TYPE_CHECKING:
     from handlers.composition import CompositionConfig
 
 DEFAULT_TOP_K = 3
 DEFAULT_MAX_INSTANCES = 64
-FRONTEND_CORES = 1  # left to TorchServe's frontend when sizing worker thread pools
 PREDICTIONS = "predictions"  # JSON: class, label, top-k probabilities
 PROBABILITIES = "probabilities"  # .npy float32 [n, classes]: what a workflow member hands to the next node
 OUTPUTS = (PREDICTIONS, PROBABILITIES)
@@ -26,7 +25,8 @@ CLASSIFICATION, REGRESSION, EMBEDDING = "classification", "regression", "embeddi
 TASKS = (CLASSIFICATION, REGRESSION, EMBEDDING)
 DEFAULT_THRESHOLD = 0.5  # multi-label: a class is predicted when its sigmoid reaches this
 KNOWN_KEYS = {"decode_threads", "input", "inputs", "outputs", "task", "multi_label", "threshold", "normalize", "tokenizer",
-              "labels", "top_k", "max_instances", "threads", "output", "composition", "cuda_graph_batch_sizes"}
+              "labels", "top_k", "max_instances", "threads", "output", "composition", "cuda_graph_batch_sizes",
+              "padding_invariant", "min_padding_efficiency", "max_batch_tokens"}
 
 
 @dataclass(frozen=True)
@@ -41,8 +41,8 @@ class HandlerConfig:
     labels: tuple[str, ...] = ()
     top_k: int = DEFAULT_TOP_K
     max_instances: int = DEFAULT_MAX_INSTANCES
-    threads: int = 0
-    decode_threads: int = 0  # image models: threads decoding a batch's images (0 = 2, or the model's if more)
+    threads: int = 0  # intra-op threads per worker; 0: measured at start (handlers/thread_policy.py)
+    decode_threads: int = 0  # image models: threads decoding a batch's images (0 = the worker's share of the cores, >= 2)
     workers: int = 1
     output: str = PREDICTIONS
     composition: CompositionConfig | None = None  # set when the model is a pipeline/ensemble of members
@@ -54,6 +54,10 @@ class HandlerConfig:
     normalize: bool = False  # embedding: L2-normalise each vector
     tokenizer: str | None = None  # text in: a tokenizers tokenizer.json inside the archive
     signature: Signature | None = None
+    # Length-aware batching (handlers/sub_batches.py), for inputs with a dynamic dimension:
+    padding_invariant: bool = True  # export checked that padding never changes an answer; False: equal lengths only
+    min_padding_efficiency: float = DEFAULT_MIN_PADDING_EFFICIENCY  # real / computed tokens in each sub-batch
+    max_batch_tokens: int = 0  # computed tokens a sub-batch may hold (0: no budget)
 
     def __post_init__(self) -> None:
         if self.signature is None:
@@ -70,6 +74,10 @@ class HandlerConfig:
             raise ConfigError(f"handler.max_instances must be >= 1, got {self.max_instances}")
         if self.threads < 0:
             raise ConfigError(f"handler.threads must be >= 0 (0 = auto), got {self.threads}")
+        if not 0.0 < self.min_padding_efficiency <= 1.0:
+            raise ConfigError(f"handler.min_padding_efficiency must be in (0, 1], got {self.min_padding_efficiency}")
+        if self.max_batch_tokens < 0:
+            raise ConfigError(f"handler.max_batch_tokens must be >= 0 (0 = no budget), got {self.max_batch_tokens}")
         if self.output not in OUTPUTS:
             raise ConfigError(f"handler.output must be one of {OUTPUTS}, got {self.output!r}")
         if any(size < 1 for size in self.cuda_graph_batch_sizes):
@@ -116,6 +124,9 @@ class HandlerConfig:
             threshold=float(section.get("threshold", DEFAULT_THRESHOLD)),
             normalize=bool(section.get("normalize", False)),
             tokenizer=None if section.get("tokenizer") is None else str(section["tokenizer"]),
+            padding_invariant=bool(section.get("padding_invariant", True)),
+            min_padding_efficiency=float(section.get("min_padding_efficiency", DEFAULT_MIN_PADDING_EFFICIENCY)),
+            max_batch_tokens=int(section.get("max_batch_tokens", 0)),
         )
 
     def to_section(self) -> dict[str, Any]:
@@ -138,6 +149,16 @@ class HandlerConfig:
         if self.tokenizer is not None:
             section["tokenizer"] = self.tokenizer
         section["max_instances"] = self.max_instances
+        if signature.dynamic:
+            section["padding_invariant"] = self.padding_invariant
+        if self.min_padding_efficiency != DEFAULT_MIN_PADDING_EFFICIENCY:
+            section["min_padding_efficiency"] = self.min_padding_efficiency
+        if self.max_batch_tokens:
+            section["max_batch_tokens"] = self.max_batch_tokens
+        if self.threads:
+            section["threads"] = self.threads
+        if self.decode_threads:
+            section["decode_threads"] = self.decode_threads
         if self.output != PREDICTIONS:
             section["output"] = self.output
         if self.cuda_graph_batch_sizes:
@@ -145,20 +166,6 @@ class HandlerConfig:
         if self.composition is not None:
             section["composition"] = self.composition.to_dict()
         return section
-
-    def intra_op_threads(self) -> int:
-        """The configured thread count, or the default for this many workers."""
-        return self.threads or default_intra_op_threads(self.workers)
-
-
-def default_intra_op_threads(workers: int) -> int:
-    """Threads per worker: workers x threads stays within the cores, less one for the frontend.
-
-    Measured on 2 cores (MLP, c=16): 1 thread served 74 % of the no-op handler's rate, 2 threads
-    59 %: TorchServe's Java frontend needs a core of its own to move requests.
-    """
-    spare_cores = max(1, available_cores() - FRONTEND_CORES)
-    return max(1, spare_cores // max(1, workers))
 
 
 def _optional_float(value: Any) -> float | None:

@@ -20,6 +20,7 @@ from handlers.bodies.open_inference import HEADER_LENGTH
 from handlers.bodies.request import RequestInput
 from handlers.config import HandlerConfig
 from handlers.pipeline import InferencePipeline, StageTimes
+from handlers.thread_policy import load_on_fitting_threads
 
 logger = logging.getLogger(__name__)
 
@@ -66,26 +67,34 @@ class InferenceHandler:
 
 
 def load_model(config: HandlerConfig, context: Any) -> Backend:
-    """The archive's serialized model, or its members when model-config.yaml describes a composition."""
+    """The archive's serialized model (or its members, for a composition) on the threads that fit it."""
     properties = context.system_properties
     model_dir = Path(properties["model_dir"])
-    gpu_id, threads = properties.get("gpu_id"), config.intra_op_threads()
+    gpu_id = properties.get("gpu_id")
     if config.composition is not None:
         from handlers.composed_model import ComposedModel
 
-        return ComposedModel.load(config.composition, model_dir, gpu_id, threads)
-    serialized = context.manifest["model"].get("serializedFile")
-    if not serialized:
-        raise ValueError("the archive has no serialized model and model-config.yaml no handler.composition")
-    return load_backend(model_dir / serialized, gpu_id, threads, config.cuda_graph_batch_sizes)
+        def load(threads: int) -> Backend:
+            return ComposedModel.load(config.composition, model_dir, gpu_id, threads)
+    else:
+        serialized = context.manifest["model"].get("serializedFile")
+        if not serialized:
+            raise ValueError("the archive has no serialized model and model-config.yaml no handler.composition")
+
+        def load(threads: int) -> Backend:
+            return load_backend(model_dir / serialized, gpu_id, threads, config.cuda_graph_batch_sizes)
+    backend, choice = load_on_fitting_threads(load, config, gpu_id is not None)
+    logger.info("threads for %s: %s", context.model_name, choice.reason)
+    return backend
 
 
 def emit_metrics(metrics: Any, times: StageTimes, statuses: list[int]) -> None:
     """Per-stage time, real batch size and request errors by status, through TorchServe's metrics API.
 
     With ``model_metrics_auto_detect=true`` (config.properties) they appear on the Prometheus
-    endpoint as HandlerDecodeMs, HandlerInferMs, HandlerEncodeMs, HandlerBatchInstances and
-    HandlerRequestErrors{Status=...}.
+    endpoint as HandlerDecodeMs, HandlerInferMs, HandlerEncodeMs, HandlerBatchInstances,
+    HandlerRequestErrors{Status=...} and, for models with a dynamic dimension, HandlerPaddingEfficiency
+    (real tokens / computed tokens of the batch) and HandlerSubBatches.
     """
     if metrics is None:  # contexts built outside a worker (unit tests) carry no metrics cache
         return
@@ -93,6 +102,10 @@ def emit_metrics(metrics: Any, times: StageTimes, statuses: list[int]) -> None:
                         ("HandlerEncodeMs", times.encode_ms)):
         metrics.add_time(name, value, None, "ms")
     metrics.add_metric("HandlerBatchInstances", times.instances, "count", metric_type=MetricTypes.GAUGE)
+    if times.padding_efficiency is not None:
+        metrics.add_metric("HandlerPaddingEfficiency", round(times.padding_efficiency, 4), "ratio",
+                           metric_type=MetricTypes.GAUGE)
+        metrics.add_metric("HandlerSubBatches", times.sub_batches, "count", metric_type=MetricTypes.GAUGE)
     for status in sorted(set(statuses) - {200}):
         metrics.add_counter("HandlerRequestErrors", statuses.count(status), None, [Dimension("Status", str(status))])
 

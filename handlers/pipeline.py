@@ -9,7 +9,7 @@ import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -24,7 +24,10 @@ from handlers.composition import member_probabilities
 from handlers.config import PROBABILITIES, HandlerConfig
 from handlers.encode import JSON_CONTENT_TYPE, encode_error, encode_npy, encode_predictions
 from handlers.errors import AnsweredError, RequestError
+from handlers.signature import Range
+from handlers.sub_batches import Item, SubBatchPolicy, plan_sub_batches
 from handlers.tasks import Task, make_task
+from handlers.thread_policy import decode_threads
 from handlers.text_encoder import TextEncoder
 
 logger = logging.getLogger(__name__)
@@ -32,7 +35,6 @@ logger = logging.getLogger(__name__)
 OK_STATUS = 200
 OK_PHRASE = "OK"
 NPY_CONTENT_TYPE = NPY_TYPES[0]
-DEFAULT_DECODE_THREADS = 2  # image models: at least a pool of 2 (handler.decode_threads overrides)
 BINARY_ANSWER_TYPES = ("application/x-npy", "application/npy", "application/x-npz", "application/npz")
 
 
@@ -44,6 +46,14 @@ class StageTimes:
     infer_ms: float = 0.0
     encode_ms: float = 0.0
     instances: int = 0
+    sub_batches: int = 0
+    real_tokens: int = 0  # dynamic inputs: each request's length x its instances, summed
+    computed_tokens: int = 0  # what the model computed: each sub-batch's instances x its longest
+
+    @property
+    def padding_efficiency(self) -> float | None:
+        """Real tokens / computed tokens (1.0: no padding); None for a model without a dynamic dimension."""
+        return self.real_tokens / self.computed_tokens if self.computed_tokens else None
 
 
 @dataclass(frozen=True)
@@ -75,38 +85,37 @@ class InferencePipeline:
         self.images = self.signature.images
         self.body_options = BodyOptions(self.signature.names, tuple(self.task.v2_outputs), text_encoder is not None,
                                         self.images, config.max_instances)
-        # Pillow releases the GIL while decoding, so a batch's images decode in parallel. Measured on 2
-        # cores (ResNet-18, JPEG bodies, c=16): 2 decode threads served 1.10x the images of 1 thread.
-        decode_threads = config.decode_threads or max(DEFAULT_DECODE_THREADS, config.intra_op_threads())
-        self.decode_pool = ThreadPoolExecutor(decode_threads, "decode") if self.images and decode_threads > 1 else None
+        decoders = decode_threads(config.decode_threads, config.workers)
+        self.decode_pool = ThreadPoolExecutor(decoders, "decode") if self.images and decoders > 1 else None
+        self.sub_batch_policy = SubBatchPolicy(config.min_padding_efficiency, config.max_batch_tokens,
+                                               equal_lengths_only=not config.padding_invariant)
 
     def run(self, requests: Sequence[RequestInput]) -> tuple[list[Answer], StageTimes]:
         """Answer every request; also say how long each stage took and how many instances ran together."""
         times = StageTimes()
         answers: list[Answer | None] = [None] * len(requests)
         started = time.perf_counter()
-        accepted, batch = self._decode_and_validate(requests, answers)
+        accepted = self._decode_and_validate(requests, answers)
+        batches = [self._stacked(group, answers) for group in self._sub_batches(accepted, times)]
         times.decode_ms = _ms_since(started)
-        if batch is not None:
-            times.instances = _rows(batch)
+        for group, batch in batches:
+            if batch is None:
+                continue
+            times.instances += _rows(batch)
             started = time.perf_counter()
-            outputs = self._infer(batch, accepted, answers)
-            times.infer_ms = _ms_since(started)
+            outputs = self._infer(batch, group, answers)
+            times.infer_ms += _ms_since(started)
             if outputs is not None:
                 started = time.perf_counter()
-                self._encode(accepted, outputs, answers)
-                times.encode_ms = _ms_since(started)
+                self._encode(group, outputs, answers)
+                times.encode_ms += _ms_since(started)
         missing = [idx for idx, answer in enumerate(answers) if answer is None]
         if missing:
             raise RuntimeError(f"requests {missing} got no answer")
         return answers, times  # type: ignore[return-value]
 
-    def _decode_and_validate(self, requests: Sequence[RequestInput], answers: list[Answer | None]
-                             ) -> tuple[list[Accepted], Batch | None]:
-        """Per request: decode and check against the signature; then values once per batch. Rejects get their answer.
-
-        Returns the accepted requests and their batch, padded to its longest (None when nothing was accepted).
-        """
+    def _decode_and_validate(self, requests: Sequence[RequestInput], answers: list[Answer | None]) -> list[Accepted]:
+        """Per request: decode and check against the signature. Rejects get their answer; the rest are returned."""
         decoded_requests: list[tuple[int, DecodedRequest, bool]] = []
         results = self.decode_pool.map(self._decoded, requests) if self.decode_pool else map(self._decoded, requests)
         for idx, (request, decoded) in enumerate(zip(requests, results)):
@@ -123,14 +132,38 @@ class InferencePipeline:
                 answers[idx] = _error_answer(error, decoded.protocol)
                 continue
             accepted.append((idx, decoded, arrays, binary))
+        return accepted
+
+    def _sub_batches(self, accepted: list[Accepted], times: StageTimes) -> list[list[Accepted]]:
+        """The accepted requests as the batches the model runs: one, or for a model with a dynamic dimension,
+        sub-batches of similar length (handlers/sub_batches.py), counting real and computed tokens."""
         if not accepted:
-            return accepted, None
-        batch = self.signature.stack([arrays for _, _, arrays, _ in accepted])
+            return []
+        if not self.signature.dynamic:
+            times.sub_batches = 1
+            return [accepted]
+        items = [Item(_rows(arrays), self._length(arrays)) for _, _, arrays, _ in accepted]
+        groups = plan_sub_batches(items, self.sub_batch_policy)
+        times.sub_batches = len(groups)
+        times.real_tokens = sum(item.rows * item.length for item in items)
+        times.computed_tokens = sum(sum(items[i].rows for i in group) * max(items[i].length for i in group)
+                                    for group in groups)
+        return [[accepted[i] for i in group] for group in groups]
+
+    def _length(self, arrays: Batch) -> int:
+        """One request's extent on the dynamic dimensions of its first dynamic input (they share lengths)."""
+        spec = next(spec for spec in self.signature.inputs if spec.dynamic)
+        shape = arrays[spec.name].shape[1:]
+        return int(np.prod([size for size, dim in zip(shape, spec.shape) if isinstance(dim, Range)]))
+
+    def _stacked(self, group: list[Accepted], answers: list[Answer | None]) -> tuple[list[Accepted], Batch | None]:
+        """One batch from ``group``, padded to its longest; values checked once per batch (None when none is left)."""
+        batch = self.signature.stack([arrays for _, _, arrays, _ in group])
         if not self.signature.values_ok(batch):
             # Rare path: some request holds NaN/Inf or out-of-range values; find and answer them.
-            accepted = [item for item in accepted if self._values_checked(item, answers)]
-            batch = self.signature.stack([arrays for _, _, arrays, _ in accepted]) if accepted else None
-        return accepted, batch
+            group = [item for item in group if self._values_checked(item, answers)]
+            batch = self.signature.stack([arrays for _, _, arrays, _ in group]) if group else None
+        return group, batch
 
     def _decoded(self, request: RequestInput) -> DecodedRequest | RequestError:
         """One request's body decoded, or the error it is answered with."""

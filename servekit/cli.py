@@ -135,10 +135,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--concurrency", default="1,4,16,64", help="comma-separated connection counts")
     bench.add_argument("--duration", type=float, default=8.0, help="seconds per concurrency level")
     bench.add_argument("--models", default="digits_mlp,bench_cnn")
-    bench.add_argument("--threads", type=int, default=0, help="handler intra-op threads (0 = (cores - 1) / workers)")
+    bench.add_argument("--threads", type=int, default=0, help="handler intra-op threads (0 = measured per model at worker start)")
     bench.add_argument("--no-decode", action="store_true", help="run workers with TS_DECODE_INPUT_REQUEST=false")
     bench.add_argument("--images", action="store_true", help="ResNet-18 with JPEG bodies: ours vs the reference "
                        "image handler vs no-op vs in-process -> reports/bench_images.md")
+    bench.add_argument("--text", action="store_true", help="a trained BERT with realistic sentence lengths: ours "
+                       "FP32/INT8 vs the docs-style handler vs no-op vs LitServe vs in-process -> reports/bench_text.md")
     bench.add_argument("--sweep", action="store_true", help="try batch_size x max_batch_delay x workers x threads")
     bench.add_argument("--sweep-model", default="bench_cnn")
     bench.add_argument("--sweep-batch-sizes", default="8,16,32")
@@ -148,6 +150,20 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--sweep-concurrency", type=int, default=64)
     _add_batching_arguments(bench)
     bench.set_defaults(run=_bench)
+
+    tune = commands.add_parser("tune", help="search batching, workers and threads for one archive against a real "
+                               "TorchServe on this machine; write the best into its model-config.yaml")
+    tune.add_argument("target", type=Path, help="a .mar, or a build folder as 'servekit export' writes it")
+    tune.add_argument("--bodies", type=Path, help="a folder of request bodies (default: generated from the signature)")
+    tune.add_argument("--p99-ms", type=float, help="latency bound: the best point must keep p99 within it")
+    tune.add_argument("--concurrency", type=int, default=16, help="concurrent clients (wrk connections)")
+    tune.add_argument("--duration", type=float, default=6.0, help="seconds of load per point (after a warm-up)")
+    tune.add_argument("--max-points", type=int, default=24, help="at most this many points measured")
+    tune.add_argument("--grid", action="store_true", help="also measure the full grid, to judge the search")
+    tune.add_argument("--no-write", action="store_true", help="report only; leave the archive as it is")
+    tune.add_argument("--work-dir", type=Path, default=DEFAULT_BUILD_DIR / "tune")
+    tune.add_argument("--reports-dir", type=Path, default=Path("reports"))
+    tune.set_defaults(run=_tune)
 
     reliability = commands.add_parser("reliability", help="bad-input matrix, faults, access -> reports/reliability.md")
     reliability.add_argument("--build-dir", type=Path, default=DEFAULT_BUILD_DIR)
@@ -270,6 +286,11 @@ def _bench(args: argparse.Namespace) -> int:
         return 0
     setting = Setting(args.batch_size, args.max_batch_delay, args.workers)
     concurrencies = [int(c) for c in args.concurrency.split(",")]
+    if args.text:
+        from servekit.measure.bench.text import run_text_benchmark
+
+        run_text_benchmark(args.build_dir / "text", args.reports_dir, args.duration, setting)
+        return 0
     if args.images:
         from servekit.measure.bench.images import run_image_benchmark
 
@@ -278,6 +299,16 @@ def _bench(args: argparse.Namespace) -> int:
         return 0
     run_benchmark(args.build_dir, args.reports_dir, concurrencies, args.duration, setting,
                   decode_input=not args.no_decode, models=tuple(args.models.split(",")), threads=args.threads)
+    return 0
+
+
+def _tune(args: argparse.Namespace) -> int:
+    from servekit.measure.tune.report import write_tune_report
+    from servekit.measure.tune.run import run_tune
+
+    result = run_tune(args.target, args.work_dir / args.target.stem, args.bodies, args.p99_ms, args.concurrency,
+                      args.duration, args.max_points, grid=args.grid, write=not args.no_write)
+    print(f"wrote {write_tune_report(result, args.reports_dir)}")
     return 0
 
 

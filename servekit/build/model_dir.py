@@ -12,7 +12,7 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -83,14 +83,27 @@ def build_model_dir(model: nn.Module, build: ModelBuild, heldout: np.ndarray | d
                 print(f"  {comparison.describe()}")
         for fmt, reason in exported.unsupported.items():
             print(f"  {fmt:<12} SKIPPED: {reason}")
+        padding = validate.check_padding_invariance(validate.eager_runner(model), _named(heldout, spec),
+                                                    build.signature, rtol, atol)
+        if padding is not None:
+            print(f"  {padding.describe()}")
+            config["handler"]["padding_invariant"] = padding.invariant  # not invariant: equal-length sub-batches only
         write_model_config(staging / MODEL_CONFIG_FILE, config)
         if build.tokenizer is not None:
             shutil.copyfile(build.tokenizer, staging / TOKENIZER_FILE)
         report = {"rtol": rtol, "atol": atol,
                   **{k: validate.comparisons_as_json(v) for k, v in exported.comparisons.items()},
-                  "unsupported": exported.unsupported}
+                  "unsupported": exported.unsupported,
+                  **({} if padding is None else {"padding": asdict(padding)})}
         _move_into_place(staging, out_dir, report)
     return out_dir
+
+
+def _named(heldout: np.ndarray | dict[str, np.ndarray], spec: ExportSpec) -> dict[str, np.ndarray]:
+    """Held-out data as input name -> array (one bare array belongs to a one-input model)."""
+    if isinstance(heldout, np.ndarray):
+        return {spec.input_name: heldout.reshape(-1, *spec.input_shape).astype(np.float32)}
+    return heldout
 
 
 def check_label_count(model: nn.Module, spec: ExportSpec, labels: Sequence[str]) -> None:

@@ -16,6 +16,7 @@ DEFAULT_RTOL = 1e-3
 DEFAULT_ATOL = 1e-5
 DEFAULT_BATCH_SIZES = (1, 7, 64)
 PADDING_SEED = 0  # which instances of a validation batch are shorter (padded), fixed for reproducibility
+PADDING_CHECK_INSTANCES = 8  # instances checked alone against padded in one batch
 Runner = Callable[..., "np.ndarray | Sequence[np.ndarray]"]  # runner(*input arrays) -> output(s)
 
 
@@ -122,8 +123,8 @@ def _host(tensor: torch.Tensor) -> np.ndarray:
 def validation_batch(heldout: Mapping[str, np.ndarray], signature: Signature, batch_size: int,
                      length: int | None) -> list[np.ndarray]:
     """The first ``batch_size`` held-out instances, in signature order, cut to ``length`` on dynamic
-    dimensions. With several instances, all but the first are shorter and padded with each input's
-    pad value, the way the handler pads a shared batch."""
+    dimensions. With several instances, all but the first are shorter (``real_lengths``) and padded with
+    each input's pad value, the way the handler pads a shared batch."""
     arrays = []
     for spec in signature.inputs:
         array = np.array(heldout[spec.name][:batch_size], dtype=spec.dtype)
@@ -136,10 +137,7 @@ def validation_batch(heldout: Mapping[str, np.ndarray], signature: Signature, ba
         arrays.append(np.ascontiguousarray(array))
     if length is None or batch_size == 1:
         return arrays
-    lows = [d.low for spec in signature.inputs for d in spec.shape if isinstance(d, Range)]
-    rng = np.random.default_rng(PADDING_SEED)
-    real = rng.integers(max(lows), length + 1, size=batch_size)
-    real[0] = length  # the longest instance sets the batch's length
+    real = real_lengths(signature, batch_size, length)
     for spec, array in zip(signature.inputs, arrays):
         for position, dim in enumerate(spec.shape):
             if isinstance(dim, Range):
@@ -148,6 +146,63 @@ def validation_batch(heldout: Mapping[str, np.ndarray], signature: Signature, ba
                     index[position + 1] = slice(int(keep), None)
                     array[tuple(index)] = spec.pad_value
     return arrays
+
+
+def real_lengths(signature: Signature, batch_size: int, length: int) -> np.ndarray:
+    """How long each instance of a padded validation batch really is: the first ``length``, the rest shorter."""
+    lows = [d.low for spec in signature.inputs for d in spec.shape if isinstance(d, Range)]
+    rng = np.random.default_rng(PADDING_SEED)
+    real = rng.integers(max(lows), length + 1, size=batch_size)
+    real[0] = length  # the longest instance sets the batch's length
+    return real
+
+
+@dataclass(frozen=True)
+class PaddingCheck:
+    """Whether every instance answers the same padded inside a mixed-length batch as it does alone."""
+
+    invariant: bool
+    max_abs_diff: float
+    instances: int
+    longest: int
+
+    def describe(self) -> str:
+        """One line for the console."""
+        if self.invariant:
+            return (f"padding      {self.instances} instances answer the same alone as padded to {self.longest} in "
+                    f"one batch (max |diff| {self.max_abs_diff:.1e}) -> ok")
+        return (f"padding changes this model's answers (max |diff| {self.max_abs_diff:.1e} between an instance alone "
+                f"and padded to {self.longest}): it will be served in sub-batches of equal length only")
+
+
+def check_padding_invariance(runner: Runner, heldout: Mapping[str, np.ndarray], signature: Signature,
+                             rtol: float = DEFAULT_RTOL, atol: float = DEFAULT_ATOL,
+                             instances: int = PADDING_CHECK_INSTANCES) -> PaddingCheck | None:
+    """Each instance alone, cut to its own length, against the same instance inside a batch of mixed lengths
+    padded to the longest declared length with each input's pad value (as the handler pads). Validation
+    compares an export with eager PyTorch on the *same* padded batch, so it cannot see a model without a
+    mask whose answers depend on its batch-mates; this can. None when no dimension is dynamic."""
+    lengths = signature.lengths()
+    if not lengths:
+        return None
+    count = min(instances, min(len(array) for array in heldout.values()))
+    longest = lengths[-1]
+    batch = validation_batch(heldout, signature, count, longest)
+    together = _outputs(runner(*batch))
+    worst, invariant = 0.0, True
+    for row, keep in enumerate(real_lengths(signature, count, longest)):
+        alone = [_cut(array[row:row + 1], spec, int(keep)) for spec, array in zip(signature.inputs, batch)]
+        for expected, padded in zip(_outputs(runner(*alone)), together):
+            actual = padded[row:row + 1][tuple(slice(0, size) for size in expected.shape)]  # per-token outputs: real part
+            diff = np.abs(actual.astype(np.float64) - expected.astype(np.float64))
+            worst = max(worst, float(diff.max()))
+            invariant &= bool(np.all(diff <= atol + rtol * np.abs(expected)))
+    return PaddingCheck(invariant, worst, count, longest)
+
+
+def _cut(array: np.ndarray, spec, length: int) -> np.ndarray:
+    index = (slice(None), *(slice(0, length) if isinstance(d, Range) else slice(None) for d in spec.shape))
+    return np.ascontiguousarray(array[index])
 
 
 def validate_artifact(model: nn.Module, artifact: str, runner: Runner, heldout: np.ndarray | Mapping[str, np.ndarray],

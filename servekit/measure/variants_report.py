@@ -4,7 +4,6 @@ from __future__ import annotations
 from dataclasses import asdict
 from pathlib import Path
 
-from handlers.config import default_intra_op_threads
 from handlers.cores import available_cores
 from servekit.measure import deploy_size
 from servekit.build.archiving import run_archive_sh
@@ -49,8 +48,8 @@ def demo_variant_inputs(build_dir: Path) -> list[VariantInputs]:
 def run_variants(jobs: list[VariantInputs], model_store: Path, reports_dir: Path, gates: Gates, prune_amount: float,
                  finetune_epochs: int, threads: int | None = None) -> list[dict]:
     """Build, gate, archive and time every variant of every job; returns the rows written to variants.json."""
-    # The same thread count the handler picks for one worker per model on this machine.
-    threads = threads or default_intra_op_threads(Batching().max_workers)
+    # In-process, nothing else needs the cores: each worker's share of them.
+    threads = threads or max(1, available_cores() // Batching().max_workers)
     rows: list[dict] = []
     for inputs in jobs:
         print(f"\n==> {inputs.name}: building variants (prune amount {prune_amount:.0%}, fine-tune {finetune_epochs} epochs)")

@@ -109,6 +109,14 @@ class TorchServeClient:
             params["response_timeout"] = response_timeout_s
         return self._management("post", "/models", params=params)
 
+    def register_as_built(self, archive: str, model_name: str | None = None) -> dict:
+        """POST /models with no batching or worker parameters: TorchServe takes batchSize, maxBatchDelay,
+        minWorkers and maxWorkers from the archive's model-config.yaml (what `servekit tune` writes)."""
+        params: dict[str, Any] = {"url": archive, "synchronous": "true"}
+        if model_name:
+            params["model_name"] = model_name
+        return self._management("post", "/models", params=params)
+
     def register_workflow(self, archive: str, workflow_name: str | None = None) -> dict:
         """POST /workflows: registers the .war and every .mar its spec names (as <workflow>__<node>)."""
         params = {"url": archive, **({"workflow_name": workflow_name} if workflow_name else {})}

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import io
 import json
+import re
+import time
 from pathlib import Path
 
 import numpy as np
@@ -102,3 +104,10 @@ def test_variable_length_requests_share_padded_batches_and_match_in_process(serv
                   else {o["name"]: o for o in answer["outputs"]}["class"]["data"][0])
         assert served == int(eager("text", ids[None], mask[None]).argmax())
     assert max(int(r.headers[BATCH_SIZE_HEADER]) for r in responses) > 1
+    # Length-aware batching reports how much of what the model computed was real (handlers/sub_batches.py).
+    deadline, efficiency = time.monotonic() + 15, []
+    while time.monotonic() < deadline and not efficiency:
+        efficiency = [float(v) for v in re.findall(rf'^HandlerPaddingEfficiency{{.*ModelName="text_{fmt}".*}} ([\d.]+)$',
+                                                   served_any.metrics(), re.M)]
+        time.sleep(0.5)
+    assert efficiency and 0.85 <= efficiency[0] <= 1.0

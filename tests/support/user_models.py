@@ -111,3 +111,21 @@ class BakedLength(nn.Module):
 def baked_length() -> nn.Module:
     torch.manual_seed(0)
     return BakedLength()
+
+
+class UnmaskedWave(nn.Module):
+    """A Wav2Vec2-like audio classifier without an attention mask: 1-D convolutions, then the mean over time.
+    Zero-padding a short waveform to a batch-mate's length changes its mean, and so its answer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv1d(1, 8, 10, stride=5), nn.GELU(), nn.Conv1d(8, 16, 3, stride=2), nn.GELU())
+        self.head = nn.Linear(16, 5)
+
+    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(waveform.unsqueeze(1)).mean(-1))
+
+
+def unmasked_wave() -> nn.Module:
+    torch.manual_seed(0)
+    return UnmaskedWave()

@@ -80,11 +80,3 @@ def test_handler_config_from_model_yaml() -> None:
 def test_bad_model_config_names_the_setting(yaml_doc: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         HandlerConfig.from_model_yaml(yaml_doc)
-
-
-def test_threads_never_oversubscribe_the_cores(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("handlers.config.available_cores", lambda: 8)
-    config = HandlerConfig(input=CONTRACT, workers=3)
-    assert config.intra_op_threads() == 2  # 7 cores after the frontend's, shared by 3 workers
-    assert HandlerConfig(input=CONTRACT, workers=16).intra_op_threads() == 1
-    assert HandlerConfig(input=CONTRACT, threads=5).intra_op_threads() == 5

@@ -77,3 +77,23 @@ def test_check_onnx_model_refuses_a_broken_graph(tmp_path: Path) -> None:
     onnx.save(model, str(broken))
     with pytest.raises(onnx.checker.ValidationError, match="a_tensor_nothing_produces"):
         check_onnx_model(broken)
+
+
+def test_padding_invariance_passes_a_masked_model_and_fails_an_unmasked_one() -> None:
+    from handlers.signature import InputSpec, Signature
+    from servekit.build.validate import check_padding_invariance, eager_runner
+    from support.user_models import masked_mean_text, unmasked_wave
+
+    rng = np.random.default_rng(0)
+    text = Signature((InputSpec("input_ids", ("1..16",), "int64", 0, 49), InputSpec("attention_mask", ("1..16",), "int64", 0, 1)))
+    heldout = {"input_ids": rng.integers(0, 50, (8, 16)), "attention_mask": np.ones((8, 16), np.int64)}
+    masked = check_padding_invariance(eager_runner(masked_mean_text().eval()), heldout, text)
+    assert masked.invariant and masked.max_abs_diff < 1e-5 and masked.instances == 8 and masked.longest == 16
+    wave = Signature((InputSpec("waveform", ("1600..4000",)),))
+    unmasked = check_padding_invariance(eager_runner(unmasked_wave().eval()),
+                                        {"waveform": rng.standard_normal((8, 4000)).astype(np.float32)}, wave)
+    assert not unmasked.invariant and unmasked.max_abs_diff > 1e-3
+    assert "sub-batches of equal length only" in unmasked.describe()
+    assert check_padding_invariance(eager_runner(unmasked_wave().eval()),
+                                    {"waveform": np.zeros((8, 100), np.float32)},
+                                    Signature((InputSpec("waveform", (100,)),))) is None  # nothing to pad

@@ -38,12 +38,24 @@ def _archiver() -> str:
     return str(Path(sys.executable).parent / "torch-model-archiver")
 
 
-def archive_reference(name: str, handler: Path, store: Path, serialized: Path | None) -> str:
-    """Archive a reference handler directly with torch-model-archiver (they are not our product)."""
+def archive_reference(name: str, handler: Path, store: Path, serialized: Path | None, threads: int = 0,
+                      extra_files: tuple[Path, ...] = ()) -> str:
+    """Archive a reference handler directly with torch-model-archiver (they are not our product).
+
+    ``threads``: written as ``handler.threads`` into a model-config.yaml of its own, which the docs-style
+    handlers pass to ``torch.set_num_threads`` (0: torch's default, every core)."""
     command = [_archiver(), "--model-name", name, "--version", "1.0", "--handler", str(handler),
                "--export-path", str(store), "--force"]
     if serialized is not None:
         command += ["--serialized-file", str(serialized)]
+    if extra_files:
+        command += ["--extra-files", ",".join(str(f) for f in extra_files)]
+    if threads:
+        import yaml
+
+        config = Path(store) / f".{name}-config.yaml"
+        config.write_text(yaml.safe_dump({"handler": {"threads": threads}}))
+        command += ["--config-file", str(config)]
     subprocess.run(command, check=True, capture_output=True)
     return f"{name}.mar"
 

@@ -4,11 +4,10 @@ from __future__ import annotations
 from dataclasses import asdict
 from pathlib import Path
 
-from handlers.config import default_intra_op_threads
 from handlers.cores import available_cores
 from servekit.measure.bench import artifacts
-from servekit.measure.bench.run import (Setting, Target, TargetResult, as_json, ceilings, measure_side_by_side,
-                                start_server, warm_up_frontend)
+from servekit.measure.bench.run import (Setting, Target, TargetResult, as_json, ceilings, chosen_threads,
+                                        measure_side_by_side, start_server, warm_up_frontend)
 from servekit.measure.reports import write_report
 
 # (label, archive kind, encoding): what runs side by side for each model.
@@ -28,8 +27,8 @@ def run_benchmark(build_dir: Path, reports_dir: Path, concurrencies: list[int], 
     """Everything side by side in one run and one server; returns the JSON document written."""
     store = build_dir / "model_store"
     store.mkdir(parents=True, exist_ok=True)
-    threads = threads or default_intra_op_threads(setting.workers)
-    print(f"==> preparing archives (handler intra-op threads: {threads})", flush=True)
+    print(f"==> preparing archives (handler intra-op threads: {threads or 'measured per model at worker start'})",
+          flush=True)
     prepared = {"digits_mlp": lambda: artifacts.digits_mlp(build_dir, store, threads),
                 "bench_cnn": lambda: artifacts.bench_cnn(build_dir, store, threads)}
     benches = {name: prepared[name]() for name in models}
@@ -45,6 +44,8 @@ def run_benchmark(build_dir: Path, reports_dir: Path, concurrencies: list[int], 
             results.extend(measure_side_by_side(server.client, bench, targets, setting, concurrencies, duration_s))
     finally:
         server.stop()
+    # What the workers chose (handlers/thread_policy.py), so the in-process ceiling runs on the same threads.
+    threads = threads or chosen_threads(server.log_dir, f"{next(iter(benches))}_ours_onnx_json") or 1
     document = {"setting": asdict(setting), "threads": threads, "cores": available_cores(), "duration_s": duration_s,
                 "decode_input_request": decode_input, "results": as_json(results),
                 "ceilings": {name: ceilings(bench, setting, threads) for name, bench in benches.items()}}

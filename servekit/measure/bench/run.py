@@ -167,3 +167,17 @@ def as_json(results: list[TargetResult]) -> list[dict]:
     """Serializable rows."""
     return [{**{k: v for k, v in asdict(r).items() if k != "runs"},
              "runs": [{**asdict(run), "throughput": run.throughput} for run in r.runs]} for r in results]
+
+
+THREADS_LINE = r"threads for {name}: (\d+) intra-op"  # what handlers/handler.py logs when a worker starts
+
+
+def chosen_threads(log_dir: Path, model_name: str) -> int | None:
+    """The intra-op threads a worker of ``model_name`` chose at start (from TorchServe's model log), if any."""
+    import re
+
+    log = Path(log_dir) / "model_log.log"
+    if not log.exists():
+        return None
+    found = re.findall(THREADS_LINE.format(name=re.escape(model_name)), log.read_text(errors="replace"))
+    return int(found[-1]) if found else None

@@ -7,15 +7,33 @@ import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 # wrk calls done() once at the end; we print one JSON line that Python parses.
 LUA_TEMPLATE = """
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "%(content_type)s"
 wrk.headers["Authorization"] = "Bearer %(token)s"
-local f = assert(io.open("%(body)s", "rb"))
-wrk.body = f:read("*all")
-f:close()
+local bodies = {}
+for path in io.lines("%(body_list)s") do
+  local f = assert(io.open(path, "rb"))
+  bodies[#bodies + 1] = f:read("*all")
+  f:close()
+end
+wrk.body = bodies[1]
+if #bodies > 1 then
+  -- Several bodies (requests of different lengths): each connection's requests cycle through them.
+  local counter = 0
+  setup = function(thread)
+    thread:set("offset", counter)
+    counter = counter + 7
+  end
+  local next_body = nil
+  request = function()
+    next_body = ((next_body or (offset or 0)) %% #bodies) + 1
+    return wrk.format(nil, nil, nil, bodies[next_body])
+  end
+end
 
 done = function(summary, latency, requests)
   local e = summary.errors
@@ -58,11 +76,15 @@ def wrk_path() -> str:
     return path
 
 
-def run_wrk(url: str, body: Path, content_type: str, token: str, concurrency: int, duration_s: float,
+def run_wrk(url: str, body: Path | Sequence[Path], content_type: str, token: str, concurrency: int, duration_s: float,
             timeout_s: float = 10.0) -> WrkResult:
-    """POST ``body`` to ``url`` from ``concurrency`` connections for ``duration_s`` seconds."""
+    """POST ``body`` to ``url`` from ``concurrency`` connections for ``duration_s`` seconds; given several
+    bodies, the requests cycle through them."""
+    bodies = [body] if isinstance(body, (str, Path)) else list(body)
+    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as body_list:
+        body_list.write("".join(f"{Path(b).resolve()}\n" for b in bodies))
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
-        script.write(LUA_TEMPLATE % {"content_type": content_type, "token": token, "body": str(body)})
+        script.write(LUA_TEMPLATE % {"content_type": content_type, "token": token, "body_list": body_list.name})
     threads = max(1, min(2, concurrency))
     command = [wrk_path(), f"-t{threads}", f"-c{concurrency}", f"-d{max(1, round(duration_s))}s",
                f"--timeout={timeout_s:g}s", "-s", script.name, url]
@@ -70,6 +92,7 @@ def run_wrk(url: str, body: Path, content_type: str, token: str, concurrency: in
         out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     finally:
         Path(script.name).unlink(missing_ok=True)
+        Path(body_list.name).unlink(missing_ok=True)
     line = next((text for text in out.splitlines() if text.startswith("WRK_JSON ")), None)
     if line is None:
         raise RuntimeError(f"wrk printed no summary:\n{out}")
