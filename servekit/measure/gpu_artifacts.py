@@ -94,7 +94,7 @@ def _prepare_one(target: GpuModel, model: nn.Module, inputs: np.ndarray, calibra
     np.save(directory / INPUTS_FILE, np.ascontiguousarray(inputs, dtype=np.float32))
     export_onnx(model, spec, directory / "model.onnx")
     quantize.onnx_fp16(directory / "model.onnx", directory / "model_fp16.onnx")
-    quantize.onnx_static_qdq_int8(directory / "model.onnx", directory / "model_qdq.onnx", spec.input_name, calibration)
+    quantize.onnx_static_qdq_int8(directory / "model.onnx", directory / "model_qdq.onnx", {spec.input_name: calibration})
     export_torchscript(model, spec, directory / "model.pt")
     export_torchscript(quantize.torch_fp16(model), spec, directory / "model_fp16.pt")
     for name, ((rtol, atol), fmt, _) in ARTIFACTS.items():

@@ -201,7 +201,13 @@ def run(build_dir: Path, reports_dir: Path) -> dict:
     doc: dict = {"machine": {"gpu": torch.cuda.get_device_name(0) if cuda else None, "cpu_threads": torch.get_num_threads(),
                              "python": platform.python_version(), "torch": torch.__version__}}
     if cuda:
-        compile_for_cuda(root)
+        from servekit.build.export import ExportUnsupported
+
+        try:
+            doc["pt2_cuda"] = {"compiled": str(compile_for_cuda(root))}
+        except ExportUnsupported as err:  # reported, and every other archive is still served
+            doc["pt2_cuda"] = {"error": str(err)}
+            print(f"    no CUDA .pt2: {err}", flush=True)
     inputs = np.load(root / INPUTS_FILE)
     expected = expected_answers(root, inputs)
     archives = sorted(p.name for p in (root / STORE).glob("*.mar"))
@@ -231,6 +237,8 @@ def render(doc: dict) -> str:
     for r in doc["served"]:
         lines.append(f"| {r['archive']} | {r['device']} | {r['worker']} | {r['answers_checked']} | {r['wrong_class']} "
                      f"| {r['worst_probability_diff']:.2g} | {r['requests_per_s']:,} | {r['p50_ms']} | {r['p99_ms']} |")
+    if "error" in doc.get("pt2_cuda", {}):
+        lines += ["", f"No CUDA `.pt2` was served: {doc['pt2_cuda']['error']}"]
     lines += ["", "In-process through the same backends, batch of the served size (items/s):", ""]
     lines += [f"- {name}: {value:,}" for name, value in doc["in_process_items_per_s"].items()]
     return "\n".join(lines) + "\n"

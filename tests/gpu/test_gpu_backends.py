@@ -47,7 +47,7 @@ def artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
     export_onnx(model, SPEC, root / "model.onnx")
     quantize.onnx_fp16(root / "model.onnx", root / "model_fp16.onnx")
     quantize.onnx_dynamic_int8(root / "model.onnx", root / "model_int8.onnx")
-    quantize.onnx_static_qdq_int8(root / "model.onnx", root / "model_qdq.onnx", SPEC.input_name, calibration)
+    quantize.onnx_static_qdq_int8(root / "model.onnx", root / "model_qdq.onnx", {SPEC.input_name: calibration})
     export_torchscript(model, SPEC, root / "model.pt")
     export_torchscript(quantize.torch_fp16(model), SPEC, root / "model_fp16.pt")
     export_torchscript(quantize.torch_dynamic_int8(model), SPEC, root / "model_int8.pt")
