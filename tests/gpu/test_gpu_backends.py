@@ -14,8 +14,7 @@ import torch
 
 from handlers.devices import DeviceError
 from servekit.build.export import ExportSpec, export_onnx, export_torchscript
-from servekit.examples.models import BenchCNN
-from servekit.build.optimize import quantize
+from support.gpu_artifacts import build_gpu_artifacts
 from servekit.build.variants import EXACT, FP16_TOLERANCE, INT8_TOLERANCE
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
@@ -40,18 +39,7 @@ needs_ort_cuda = pytest.mark.skipif(not _ort_cuda(), reason="onnxruntime has no 
 
 @pytest.fixture(scope="module")
 def artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    model = BenchCNN(width=16).eval()
-    root = tmp_path_factory.mktemp("gpu_models")
-    calibration = _inputs(64, seed=1)
-    export_onnx(model, SPEC, root / "model.onnx")
-    quantize.onnx_fp16(root / "model.onnx", root / "model_fp16.onnx")
-    quantize.onnx_dynamic_int8(root / "model.onnx", root / "model_int8.onnx")
-    quantize.onnx_static_qdq_int8(root / "model.onnx", root / "model_qdq.onnx", {SPEC.input_name: calibration})
-    export_torchscript(model, SPEC, root / "model.pt")
-    export_torchscript(quantize.torch_fp16(model), SPEC, root / "model_fp16.pt")
-    export_torchscript(quantize.torch_dynamic_int8(model), SPEC, root / "model_int8.pt")
-    return root
+    return build_gpu_artifacts(tmp_path_factory.mktemp("gpu_models"))
 
 
 def _inputs(count: int, seed: int = 0) -> np.ndarray:
