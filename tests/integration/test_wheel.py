@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import sysconfig
@@ -23,7 +22,8 @@ import numpy as np
 import pytest
 import torch
 
-from servekit.serve.torchserve import REPO_ROOT, torchserve_available
+from servekit.serve.torchserve import torchserve_available
+from support.checkout import copy_checkout
 from support.serving import require
 
 pytestmark = pytest.mark.integration
@@ -53,19 +53,6 @@ with TorchServe("model_store", "ts") as client:
 '''
 
 
-def source_tree(target: Path) -> Path:
-    """The files git would commit (tracked and new, not ignored), links kept as links."""
-    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO_ROOT,
-                            capture_output=True, check=True).stdout.decode().split("\0")
-    for name in filter(None, listed):
-        source, copy = REPO_ROOT / name, target / name
-        if not source.exists() and not source.is_symlink():
-            continue  # deleted in the work tree, not yet committed
-        copy.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(source, copy, follow_symlinks=False)
-    return target
-
-
 def fresh_venv(root: Path, wheel: Path) -> Path:
     """A new venv with the wheel installed (no -e), seeing the project environment's dependencies."""
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(root)], check=True)
@@ -85,7 +72,7 @@ def fresh_venv(root: Path, wheel: Path) -> Path:
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("wheel")
-    src = source_tree(root / "src")
+    src = copy_checkout(root / "src")
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
                     "--no-index", "-w", str(root / "dist"), str(src)], check=True, cwd=root)
     [built] = (root / "dist").glob("servekit-*.whl")
