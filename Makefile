@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 # psutil<6 and protobuf<7, which clash with ours); tests read the generated models, never import them.
 KSERVE_SDK := kserve==0.21.0
 
-.PHONY: setup tools demo test deploy-check variants composition bench sweep reliability soak images gpu-report archive clean
+.PHONY: setup tools demo test check nightly docs-check deploy-check variants composition bench sweep reliability soak images gpu-report archive clean
 
 setup: $(STAMP)
 
@@ -29,8 +29,28 @@ tools:
 	@command -v wrk >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
 	  (apt-get update -qq && apt-get install -y -qq wrk >/dev/null) || echo "note: wrk not installed; bench tests will skip (and fail under CI=true)"; }
 
+# The suite on TEST_WORKERS pytest-xdist workers, a test file per worker at a time (module fixtures and
+# the live TorchServe's registrations stay in one process); expensive builds are shared between workers
+# (tests/support/shared.py). Long runs are marked `slow` and left to `make nightly`.
+TEST_WORKERS ?= 2
+# Files are handed out in the order tests/conftest.py sets (no reordering by size).
+PYTEST_PARALLEL := -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
+
 test: setup tools
-	$(PY) -m pytest
+	$(PY) -m pytest $(PYTEST_PARALLEL)
+
+# The inner loop, under a minute: lint, then the unit tests that build no model.
+check: setup
+	$(PY) -m ruff check .
+	$(PY) -m pytest -q tests/unit -m "not heavy and not slow"
+
+# Everything, slow tests included (the benchmarks' smoke runs, the long commands of the docs).
+nightly: setup tools
+	$(PY) -m pytest $(PYTEST_PARALLEL) -m "slow or not slow"
+
+# Every command and code block of README.md and docs/, the long ones (make demo, make images, ...) included.
+docs-check: setup tools
+	$(PY) -m pytest tests/unit/test_docs_links.py tests/integration/test_docs_run.py -m "slow or not slow"
 
 # deploy/: Dockerfile lint, container config, Kubernetes + KServe manifests against their schemas,
 # and the image's start command run here (no Docker engine or cluster needed)

@@ -27,8 +27,12 @@ DEFAULT_TIMEOUT_S, SLOW_TIMEOUT_S = 600, 3600
 # What a run must print, beyond exiting 0 (curl -s exits 0 on a 4xx).
 EXPECTED = {
     "README.md": ['"label":"setosa"', "expected [4] or [N, 4]", "training accuracy"],
-    "serving.md": ['"predictions"', '"model_name":"digits_mlp_ts"', "ts_inference_requests_total"],
+    "docs/serving.md": ['"predictions"', '"model_name":"digits_mlp_ts"', "ts_inference_requests_total"],
 }
+
+
+def page_id(path: Path) -> str:
+    return str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) else path.name
 
 
 def directives(page: Page) -> set[str]:
@@ -43,12 +47,14 @@ def server_blocks(word: str) -> list[Block]:
     return [b for b in read_page(SERVING).blocks if word in b.words]
 
 
-def workspace(root: Path, page: Page, ports: Ports, built_models, model_store: Path, digits) -> Path:
+def workspace(root: Path, page: Page, ports: Ports, request: pytest.FixtureRequest) -> Path:
     """A copy of the checkout, config.properties on the test's ports, and what `make demo` leaves if asked."""
     work = copy_checkout(root / "checkout", with_venv=True)
     config = work / "config.properties"
     config.write_text(render_config(config.read_text(), ports))
-    if "after-demo" in directives(page):
+    if "after-demo" in directives(page):  # the suite's own demo builds, only for the pages that need them
+        built_models, digits = request.getfixturevalue("built_models"), request.getfixturevalue("digits")
+        model_store = request.getfixturevalue("model_store")
         for built in built_models.values():
             shutil.copytree(built.directory, work / "build" / built.name)
         write_samples(work / "build" / "samples", digits)
@@ -72,7 +78,7 @@ def stop_leftovers(tmpdir: Path) -> None:
             pass
 
 
-def run_page(path: Path, slow: bool, tmp_path: Path, built_models, model_store: Path, digits) -> None:
+def run_page(path: Path, slow: bool, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     page = read_page(path)
     blocks = runnable(page, slow)
     if not blocks:
@@ -82,7 +88,7 @@ def run_page(path: Path, slow: bool, tmp_path: Path, built_models, model_store: 
     if any("torchserve" in b.text for b in blocks):
         require(torchserve_available(), "Java 17 or the torchserve launcher (TorchServe needs both)")
     ports = Ports.free()
-    work = workspace(tmp_path, page, ports, built_models, model_store, digits)
+    work = workspace(tmp_path, page, ports, request)
     tmpdir = tmp_path / "tmp"
     tmpdir.mkdir()
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
@@ -96,24 +102,26 @@ def run_page(path: Path, slow: bool, tmp_path: Path, built_models, model_store: 
     started = re.findall(r"^>>> (\S+)$", result.stderr, re.M)
     assert result.returncode == 0, (f"block at {started[-1] if started else '?'} failed:\n{result.stdout[-3000:]}\n"
                                     f"{result.stderr[-3000:]}")
-    for expected in EXPECTED.get(path.name, []):
+    for expected in EXPECTED.get(page_id(path), []):
         assert expected in result.stdout + result.stderr, f"{path.name}: {expected!r} not in its output"
 
 
-@pytest.mark.parametrize("path", PAGES, ids=lambda p: p.name)
-def test_the_short_blocks_of_each_page_run(path: Path, tmp_path: Path, built_models, model_store, digits) -> None:
-    run_page(path, False, tmp_path, built_models, model_store, digits)
+@pytest.mark.timeout(SLOW_TIMEOUT_S)  # an after-demo page may build the demo models first (run alone)
+@pytest.mark.parametrize("path", [p for p in PAGES if runnable(read_page(p), slow=False)], ids=page_id)
+def test_the_short_blocks_of_each_page_run(path: Path, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    run_page(path, False, tmp_path, request)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("path", PAGES, ids=lambda p: p.name)
-def test_every_block_of_each_page_runs(path: Path, tmp_path: Path, built_models, model_store, digits) -> None:
-    run_page(path, True, tmp_path, built_models, model_store, digits)
+@pytest.mark.timeout(SLOW_TIMEOUT_S)
+@pytest.mark.parametrize("path", [p for p in PAGES if runnable(read_page(p), slow=True)], ids=page_id)
+def test_every_block_of_each_page_runs(path: Path, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    run_page(path, True, tmp_path, request)
 
 
-def test_the_harness_fails_a_page_whose_block_fails(tmp_path: Path, built_models, model_store, digits) -> None:
+def test_the_harness_fails_a_page_whose_block_fails(tmp_path: Path, request: pytest.FixtureRequest) -> None:
     """A failing command fails the test and names its block; a missing output fails it too."""
     page = tmp_path / "page.md"
     page.write_text("# A page\n\n```bash\necho one\n```\n\n```python\nraise SystemExit(3)\n```\n")
     with pytest.raises(AssertionError, match="page.md:7 failed"):
-        run_page(page, False, tmp_path / "a", built_models, model_store, digits)
+        run_page(page, False, tmp_path / "a", request)
