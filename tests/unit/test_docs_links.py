@@ -18,6 +18,7 @@ from support.docs import SUITE_ITSELF, Page, anchors, code, make_targets, read_p
 
 PAGES = [REPO_ROOT / "README.md", *sorted((REPO_ROOT / "docs").glob("*.md"))]
 LANGS = {"bash", "python", "yaml", "json", "promql", "text"}
+INPUT_KEYS = {"name", "shape", "dtype", "min", "max", "pad", "image"}  # what InputSpec.from_dict reads
 MODEL_CONFIG_KEYS = {"minWorkers", "maxWorkers", "batchSize", "maxBatchDelay", "responseTimeout", "deviceType",
                      "parallelType", "handler"}
 
@@ -97,6 +98,8 @@ def test_yaml_blocks_are_model_configs_and_json_blocks_read(pages, path: Path) -
         assert set(config) <= MODEL_CONFIG_KEYS, f"{block.where}: {sorted(set(config) - MODEL_CONFIG_KEYS)}"
         section = config.get("handler", {})
         assert set(section) <= KNOWN_KEYS, f"{block.where}: unknown handler keys {sorted(set(section) - KNOWN_KEYS)}"
+        for spec in section.get("inputs", [section["input"]] if "input" in section else []):
+            assert set(spec) <= INPUT_KEYS, f"{block.where}: unknown input keys {sorted(set(spec) - INPUT_KEYS)}"
         if "input" in section or "inputs" in section:
             HandlerConfig.from_model_yaml(config)  # raises ConfigError with the reason
 
