@@ -17,8 +17,10 @@ $(STAMP): pyproject.toml Makefile
 	@echo "==> setting up $(VENV) (torch 2.13.0 CPU, torchserve 0.12.0, onnxruntime)"
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[cpu,test]'
-	$(PY) -m pip install --quiet --no-deps --upgrade --target $(VENV)/kserve-sdk '$(KSERVE_SDK)'
+	# --no-compile: byte-compiling all of torch & co. cost more CPU than the rest of the install; Python
+	# compiles the modules it really imports, once, on first use.
+	$(PY) -m pip install --quiet --no-compile -e '.[cpu,test]'
+	$(PY) -m pip install --quiet --no-compile --no-deps --upgrade --target $(VENV)/kserve-sdk '$(KSERVE_SDK)'
 	@touch $(STAMP)
 
 demo: setup
