@@ -48,10 +48,8 @@ def server_blocks(word: str) -> list[Block]:
 
 
 def workspace(root: Path, page: Page, ports: Ports, request: pytest.FixtureRequest) -> Path:
-    """A copy of the checkout, config.properties on the test's ports, and what `make demo` leaves if asked."""
+    """A copy of the checkout, and what `make demo` leaves if the page asks for it."""
     work = copy_checkout(root / "checkout", with_venv=True)
-    config = work / "config.properties"
-    config.write_text(render_config(config.read_text(), ports))
     if "after-demo" in directives(page):  # the suite's own demo builds, only for the pages that need them
         built_models, digits = request.getfixturevalue("built_models"), request.getfixturevalue("digits")
         model_store = request.getfixturevalue("model_store")
@@ -93,6 +91,8 @@ def run_page(path: Path, slow: bool, tmp_path: Path, request: pytest.FixtureRequ
     tmpdir.mkdir()
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     env["TMPDIR"] = str(tmpdir)
+    env["DOCS_TS_CONFIG"] = str(tmp_path / "config.properties")  # the checkout's, listeners on our ports
+    (tmp_path / "config.properties").write_text(render_config((work / "config.properties").read_text(), ports))
     addresses = {"inference": ports.inference, "management": ports.management, "metrics": ports.metrics}
     try:
         result = subprocess.run(["bash", "-c", script(blocks, addresses)], cwd=work, env=env, capture_output=True,

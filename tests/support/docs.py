@@ -154,10 +154,11 @@ def servekit_commands(text: str) -> list[tuple[str, tuple[str, ...]]]:
 
 
 def move_ports(text: str, ports: dict[str, int]) -> str:
-    """TorchServe's documented addresses (127.0.0.1:8080/8081/8082) moved to the ports a test owns."""
+    """TorchServe's documented addresses (127.0.0.1:8080/8081/8082) moved to the ports a test owns, and
+    ``--ts-config config.properties`` to the same file with its listeners moved ($DOCS_TS_CONFIG)."""
     for port, role in TORCHSERVE_PORTS.items():
         text = re.sub(rf"(127\.0\.0\.1|localhost):{port}\b", rf"\g<1>:{ports[role]}", text)
-    return text
+    return text.replace("--ts-config config.properties", '--ts-config "$DOCS_TS_CONFIG"')
 
 
 def script(blocks: list[Block], ports: dict[str, int], python: str = ".venv/bin/python") -> str:
