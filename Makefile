@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 # psutil<6 and protobuf<7, which clash with ours); tests read the generated models, never import them.
 KSERVE_SDK := kserve==0.21.0
 
-.PHONY: setup tools demo test test-slow deploy-check variants composition bench bench-text bench-images litserve-venv tune sweep reliability soak images gpu-report gpu-served archive clean
+.PHONY: setup tools demo test check nightly docs-check test-slow deploy-check variants composition bench bench-text bench-images litserve-venv tune sweep reliability soak images gpu-report gpu-served archive clean
 
 setup: $(STAMP)
 
@@ -17,8 +17,10 @@ $(STAMP): pyproject.toml Makefile
 	@echo "==> setting up $(VENV) (torch 2.13.0 CPU, torchserve 0.12.0, onnxruntime)"
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[cpu,test]'
-	$(PY) -m pip install --quiet --no-deps --upgrade --target $(VENV)/kserve-sdk '$(KSERVE_SDK)'
+	# --no-compile: byte-compiling all of torch & co. cost more CPU than the rest of the install; Python
+	# compiles the modules it really imports, once, on first use.
+	$(PY) -m pip install --quiet --no-compile -e '.[cpu,test]'
+	$(PY) -m pip install --quiet --no-compile --no-deps --upgrade --target $(VENV)/kserve-sdk '$(KSERVE_SDK)'
 	@touch $(STAMP)
 
 demo: setup
@@ -29,8 +31,28 @@ tools:
 	@command -v wrk >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
 	  (apt-get update -qq && apt-get install -y -qq wrk >/dev/null) || echo "note: wrk not installed; bench tests will skip (and fail under CI=true)"; }
 
+# The suite on TEST_WORKERS pytest-xdist workers, a test file per worker at a time (module fixtures and
+# the live TorchServe's registrations stay in one process); expensive builds are shared between workers
+# (tests/support/shared.py). Long runs are marked `slow` and left to `make nightly`.
+TEST_WORKERS ?= 2
+# Files are handed out in the order tests/conftest.py sets (no reordering by size).
+PYTEST_PARALLEL := -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
+
 test: setup tools
-	$(PY) -m pytest
+	$(PY) -m pytest $(PYTEST_PARALLEL)
+
+# The inner loop, under a minute: lint, then the unit tests that build no model.
+check: setup
+	$(PY) -m ruff check .
+	$(PY) -m pytest -q tests/unit -m "not heavy and not slow"
+
+# Everything, slow tests included (the benchmarks' smoke runs, the long commands of the docs).
+nightly: setup tools litserve-venv
+	$(PY) -m pytest $(PYTEST_PARALLEL) -m "slow or not slow"
+
+# Every command and code block of README.md and docs/, the long ones (make demo, make images, ...) included.
+docs-check: setup tools
+	$(PY) -m pytest tests/unit/test_docs_links.py tests/integration/test_docs_run.py -m "slow or not slow"
 
 # The long tests (docs/ commands that run benchmarks and the tuner): minutes each.
 test-slow: setup tools litserve-venv

@@ -17,9 +17,12 @@
 #      WORKFLOW_ARCHIVER (torch-workflow-archiver).
 set -euo pipefail
 
-here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-build_dir="${BUILD_DIR:-$here/build}"
-model_store="${MODEL_STORE:-$here/model_store}"
+# In a checkout this file sits beside handlers/ (servekit/build/archive.sh links here); in an installed
+# servekit it is package data (servekit/build/archive.sh), and handlers/ is found through Python.
+here="$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")"
+if [ -d "$here/handlers" ]; then root="$here"; else root="$PWD"; fi
+build_dir="${BUILD_DIR:-$root/build}"
+model_store="${MODEL_STORE:-$root/model_store}"
 version="${VERSION:-1.0}"
 archiver="${ARCHIVER:-$(command -v torch-model-archiver || echo "$here/.venv/bin/torch-model-archiver")}"
 workflow_archiver="${WORKFLOW_ARCHIVER:-$(dirname "$archiver")/torch-workflow-archiver}"
@@ -29,6 +32,12 @@ python="$(dirname "$archiver")/python"
 die() { echo "archive.sh: $*" >&2; exit 1; }
 
 [ -x "$archiver" ] || die "torch-model-archiver not found (run 'make setup' or set ARCHIVER)"
+if [ -d "$here/handlers" ]; then
+  handlers="$here/handlers"
+else
+  handlers="$("$python" -c 'import handlers, pathlib; print(pathlib.Path(handlers.__file__).parent)')" || \
+    die "the handlers package is not importable by $python (install servekit into the archiver's environment)"
+fi
 
 if [ "$#" -gt 0 ]; then
   model_dirs=("$@")
@@ -45,7 +54,7 @@ fi
 stage="$(mktemp -d)"
 trap 'rm -rf "$stage"' EXIT
 mkdir -p "$stage/src" "$model_store"
-cp -R "$here/handlers" "$stage/src/handlers"
+cp -R "$handlers" "$stage/src/handlers"
 find "$stage/src" -name '__pycache__' -type d -prune -exec rm -rf {} +
 
 archive_one() {  # model_dir artifact archive_name
@@ -58,7 +67,7 @@ archive_one() {  # model_dir artifact archive_name
     --model-name "$name" \
     --version "$version" \
     --serialized-file "$model_dir/$artifact" \
-    --handler "$here/handlers/handler.py" \
+    --handler "$handlers/handler.py" \
     --extra-files "$extra" \
     --config-file "$model_dir/model-config.yaml" \
     --export-path "$model_store" \
@@ -101,7 +110,7 @@ archive_composed() {  # model_dir: members/ travel as extra files; no single ser
   "$archiver" \
     --model-name "$name" \
     --version "$version" \
-    --handler "$here/handlers/handler.py" \
+    --handler "$handlers/handler.py" \
     --extra-files "$extra" \
     --config-file "$model_dir/model-config.yaml" \
     --export-path "$model_store" \
@@ -117,7 +126,7 @@ archive_workflow() {  # model_dir holding workflow.yaml and composition.yaml
   "$workflow_archiver" \
     --workflow-name "$name" \
     --spec-file "$model_dir/workflow.yaml" \
-    --handler "$here/handlers/workflow_nodes.py" \
+    --handler "$handlers/workflow_nodes.py" \
     --extra-files "$model_dir/composition.yaml" \
     --export-path "$model_store" \
     -f

@@ -6,29 +6,28 @@ import os
 import subprocess
 import sys
 from dataclasses import fields, replace
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TypeVar
 
+# Only torch-free modules at the top: `servekit --help` and `--version` answer without importing torch
+# (tests/unit/test_cli_help.py checks); each subcommand imports what it runs.
 from handlers.config import DEFAULT_THRESHOLD, TASKS
 from handlers.errors import ConfigError
-from servekit.build.export import FORMATS as EXPORT_FORMATS
-from servekit.build.export import OUTPUT_NAME
+from servekit.build import defaults
 from servekit.build.images import add_image_arguments
 from servekit.build.model_config import Batching
-from servekit.build.optimize.prune import DEFAULT_AMOUNT as DEFAULT_PRUNE_AMOUNT
-from servekit.build.options import DEFAULT_BUILD_DIR, ExportOptions
-from servekit.build.user_model import UserModelError
-from servekit.build.validate import DEFAULT_ATOL, DEFAULT_RTOL, ExportValidationError
-from servekit.build.variants import Gates
-from servekit.measure.gpu_report import add_arguments as add_gpu_report_arguments
+from servekit.measure.gpu_options import add_arguments as add_gpu_report_arguments
 from servekit.serve.torchserve import UnsafeModelStore
 
 T = TypeVar("T")
 TRACEBACK_ENV = "SERVEKIT_TRACEBACK"
 # What a user can fix from the message alone: a bad model or file, a failed check, an unsafe store, a
 # build step (archive.sh) that said why on its own stderr.
-USER_ERRORS = (ExportValidationError, UserModelError, ConfigError, UnsafeModelStore, OSError,
-               subprocess.CalledProcessError)
+USER_ERRORS = (ConfigError, UnsafeModelStore, OSError, subprocess.CalledProcessError)
+# The same, from modules that import torch: looked up only once a subcommand has imported them (an error
+# cannot be one of their types otherwise).
+LAZY_USER_ERRORS = (("servekit.build.user_model", "UserModelError"), ("servekit.build.validate", "ExportValidationError"))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,10 +35,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except USER_ERRORS as err:
-        print(f"error: {one_line(err)}", file=sys.stderr)
-        return 2
-    except Exception as err:  # not the user's fault: say so in one line; the traceback on request
+    except Exception as err:
+        if is_user_error(err):
+            print(f"error: {one_line(err)}", file=sys.stderr)
+            return 2
+        # not the user's fault: say so in one line; the traceback on request
         if os.environ.get(TRACEBACK_ENV):
             raise
         print(f"error: unexpected {type(err).__name__}: {one_line(err)} (set {TRACEBACK_ENV}=1 for the traceback)",
@@ -48,62 +48,78 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """Every subcommand and its options."""
-    parser = argparse.ArgumentParser(prog="servekit", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
+    """Every subcommand and its options; every option says what it does (a test walks the parser)."""
+    parser = argparse.ArgumentParser(prog="servekit", description=__doc__,
+                                     epilog="Each subcommand has its own --help. Docs: docs/README.md")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {servekit_version()}",
+                        help="print the installed version and exit")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    build, store, reports = defaults.DEFAULT_BUILD_DIR, defaults.DEFAULT_MODEL_STORE, defaults.DEFAULT_REPORTS_DIR
 
     train = commands.add_parser("train", help="train the demo models on scikit-learn's digits")
-    train.add_argument("--build-dir", type=Path, default=DEFAULT_BUILD_DIR)
+    _add_dir(train, "--build-dir", build, "where each model's weights.pt and metrics.json go")
     train.set_defaults(run=_train)
 
     export = commands.add_parser("export", help="export + validate a model into BUILD_DIR/NAME")
     source = export.add_mutually_exclusive_group(required=True)
     source.add_argument("--demo", help="a trained demo model: digits_mlp or digits_cnn")
     source.add_argument("--factory", help="your model: 'package.module:function' returning an nn.Module")
-    export.add_argument("--weights", type=Path, help="state_dict file for --factory")
+    export.add_argument("--weights", type=Path, help="state_dict file for --factory (loaded with weights_only=True)")
     export.add_argument("--name", help="model name (archive names derive from it)")
     export.add_argument("--task", choices=TASKS, help="what the outputs mean (required with --factory)")
     export.add_argument("--input", action="append", dest="inputs", metavar="NAME:DTYPE:DIMS[:MIN..MAX]",
                         help="one model input, in the order forward() takes them; DIMS per instance, '..' marks a "
                              "dynamic dimension: input_ids:int64:1..128:0..29999 or x:float32:13 or image:float32:3,32,32")
     export.add_argument("--output", action="append", dest="outputs", metavar="NAME",
-                        help=f"model output names, in the order forward() returns them (default: {OUTPUT_NAME})")
+                        help=f"model output names, in the order forward() returns them (default: {defaults.OUTPUT_NAME})")
     export.add_argument("--input-name", default="input", help="one float32 input: its name (or use --input)")
     export.add_argument("--input-shape", help="one float32 input: per-instance shape without batch, e.g. 3,32,32")
     export.add_argument("--min", type=float, dest="min_value", help="smallest allowed input value")
     export.add_argument("--max", type=float, dest="max_value", help="largest allowed input value")
-    export.add_argument("--labels", help="comma-separated class labels")
+    export.add_argument("--labels", help="comma-separated class labels, one per class the model answers")
     export.add_argument("--multi-label", action="store_true", help="classification: sigmoid per class, not softmax")
-    export.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD, help="multi-label: predicted at or above")
+    export.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
+                        help="multi-label: a class is predicted at or above this probability (default: %(default)s)")
     export.add_argument("--normalize", action="store_true", help="embedding: L2-normalise each vector")
     export.add_argument("--heldout", type=Path,
                         help="held-out inputs to validate on: .npy [N, *shape], .npz with one array per input, or "
                              "(image inputs) a directory of image files")
     export.add_argument("--tokenizer", type=Path,
                         help="a tokenizers tokenizer.json shipped in the archive: requests may then send text")
-    export.add_argument("--rtol", type=float, default=DEFAULT_RTOL)
-    export.add_argument("--atol", type=float, default=DEFAULT_ATOL)
-    export.add_argument("--formats", default=",".join(EXPORT_FORMATS),
-                        help=f"comma-separated subset of {','.join(EXPORT_FORMATS)} (aoti = model.pt2, needs a C++ compiler)")
+    export.add_argument("--rtol", type=float, default=defaults.DEFAULT_RTOL,
+                        help="relative tolerance of every export against eager PyTorch (default: %(default)s)")
+    export.add_argument("--atol", type=float, default=defaults.DEFAULT_ATOL,
+                        help="absolute tolerance of every export against eager PyTorch (default: %(default)s)")
+    formats = ",".join(defaults.FORMATS)
+    export.add_argument("--formats", default=formats,
+                        help=f"comma-separated subset of {formats} (aoti = model.pt2, needs a C++ compiler)")
     add_image_arguments(export)
     _add_batching_arguments(export)
-    export.add_argument("--build-dir", type=Path, default=DEFAULT_BUILD_DIR)
+    _add_dir(export, "--build-dir", build, "the model's folder is written to BUILD_DIR/NAME")
     export.set_defaults(run=_export)
 
+    archive = commands.add_parser("archive", help="archive exported model folders into the model store "
+                                  "(the packaged archive.sh: one .mar per model and format)")
+    archive.add_argument("model_dirs", nargs="*", type=Path, metavar="MODEL_DIR",
+                         help="folders written by 'servekit export' (default: every one under BUILD_DIR)")
+    _add_dir(archive, "--build-dir", build, "where to look when no MODEL_DIR is given")
+    _add_dir(archive, "--model-store", store, "where the archives go")
+    archive.set_defaults(run=_archive)
+
     demo = commands.add_parser("demo", help="train, export, archive, serve, infer, report, stop")
-    demo.add_argument("--build-dir", type=Path, default=DEFAULT_BUILD_DIR)
-    demo.add_argument("--model-store", type=Path, default=Path("model_store"))
-    demo.add_argument("--concurrency", type=int, default=16)
+    _add_dir(demo, "--build-dir", build, "where the demo models are trained and exported")
+    _add_dir(demo, "--model-store", store, "where the archives go")
+    demo.add_argument("--concurrency", type=int, default=16, help="clients in flight for the .npy round (default: %(default)s)")
     _add_batching_arguments(demo)
     demo.set_defaults(run=_demo)
 
     composition = commands.add_parser("composition", help="pipeline + ensemble, in-process and as workflows: "
                                       "serve, compare, accuracy -> reports/composition.md")
-    composition.add_argument("--build-dir", type=Path, default=DEFAULT_BUILD_DIR)
-    composition.add_argument("--model-store", type=Path, default=Path("model_store"))
+    _add_dir(composition, "--build-dir", build, "where members and compositions are built")
+    _add_dir(composition, "--model-store", store, "where the .mar and .war archives go")
     composition.add_argument("--reports-dir", type=Path, default=None,
                              help="write composition.{md,json} here (reports: the tracked ones); default: print only")
-    composition.add_argument("--concurrency", type=int, default=16)
+    composition.add_argument("--concurrency", type=int, default=16, help="clients in flight (default: %(default)s)")
     composition.add_argument("--runs", type=int, default=1,
                              help="send the held-out images this many times each way (workflow losses vary by run)")
     composition.add_argument("--bench", type=float, default=0.0, metavar="SECONDS",
@@ -112,16 +128,19 @@ def build_parser() -> argparse.ArgumentParser:
     composition.set_defaults(run=_composition)
 
     variants = commands.add_parser("variants", help="INT8 / pruned / FP16 variants: gate, archive, measure, report")
-    variants.add_argument("--build-dir", type=Path, default=DEFAULT_BUILD_DIR)
-    variants.add_argument("--model-store", type=Path, default=Path("model_store"))
-    variants.add_argument("--reports-dir", type=Path, default=Path("reports"))
-    variants.add_argument("--prune-amount", type=float, default=DEFAULT_PRUNE_AMOUNT)
-    variants.add_argument("--finetune-epochs", type=int, default=0, help="recover accuracy after pruning")
-    variants.add_argument("--max-accuracy-drop", type=float, default=Gates().max_accuracy_drop, help="points below FP32")
-    variants.add_argument("--min-agreement", type=float, default=Gates().min_agreement, help="top-1 agreement with FP32")
+    _add_dir(variants, "--build-dir", build, "where the exported models are and the variants go")
+    _add_dir(variants, "--model-store", store, "where the passing variants are archived")
+    _add_dir(variants, "--reports-dir", reports, "where variants.{md,json,png} are written")
+    variants.add_argument("--prune-amount", type=float, default=defaults.DEFAULT_PRUNE_AMOUNT,
+                          help="share of conv/linear weights zeroed by global L1 pruning (default: %(default)s)")
+    variants.add_argument("--finetune-epochs", type=int, default=0, help="recover accuracy after pruning (default: none)")
+    variants.add_argument("--max-accuracy-drop", type=float, default=defaults.MAX_ACCURACY_DROP,
+                          help="gate: at most this many accuracy points below FP32 (default: %(default)s)")
+    variants.add_argument("--min-agreement", type=float, default=defaults.MIN_AGREEMENT,
+                          help="gate: at least this top-1 agreement with FP32 (default: %(default)s)")
     variants.add_argument("--threads", type=int, default=None, help="intra-op threads (default: as the handler)")
     variants.add_argument("--factory", help="your model (as for export); default: the demo models")
-    variants.add_argument("--weights", type=Path)
+    variants.add_argument("--weights", type=Path, help="your model's state_dict (as for export)")
     variants.add_argument("--name", help="your model's name: build/NAME must come from 'servekit export'")
     variants.add_argument("--heldout", type=Path, help="your held-out inputs: .npy [N, *shape], or .npz per input")
     variants.add_argument("--heldout-labels", type=Path, help="their integer labels .npy [N]")
@@ -130,11 +149,11 @@ def build_parser() -> argparse.ArgumentParser:
     variants.set_defaults(run=_variants)
 
     bench = commands.add_parser("bench", help="served throughput/latency: ours vs plain vs no-op vs in-process")
-    bench.add_argument("--build-dir", type=Path, default=DEFAULT_BUILD_DIR / "bench")
-    bench.add_argument("--reports-dir", type=Path, default=Path("reports"))
-    bench.add_argument("--concurrency", default="1,4,16,64", help="comma-separated connection counts")
-    bench.add_argument("--duration", type=float, default=8.0, help="seconds per concurrency level")
-    bench.add_argument("--models", default="digits_mlp,bench_cnn")
+    _add_dir(bench, "--build-dir", build / "bench", "where the benchmark's models and archives are built")
+    _add_dir(bench, "--reports-dir", reports, "where bench.{md,json,png} (or bench_sweep, bench_images) go")
+    bench.add_argument("--concurrency", default="1,4,16,64", help="comma-separated connection counts (default: %(default)s)")
+    bench.add_argument("--duration", type=float, default=8.0, help="seconds per concurrency level (default: %(default)s)")
+    bench.add_argument("--models", default="digits_mlp,bench_cnn", help="comma-separated models (default: %(default)s)")
     bench.add_argument("--threads", type=int, default=0, help="handler intra-op threads (0 = measured per model at worker start)")
     bench.add_argument("--no-decode", action="store_true", help="run workers with TS_DECODE_INPUT_REQUEST=false")
     bench.add_argument("--images", action="store_true", help="ResNet-18 with JPEG bodies: ours vs the reference "
@@ -142,12 +161,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--text", action="store_true", help="a trained BERT with realistic sentence lengths: ours "
                        "FP32/INT8 vs the docs-style handler vs no-op vs LitServe vs in-process -> reports/bench_text.md")
     bench.add_argument("--sweep", action="store_true", help="try batch_size x max_batch_delay x workers x threads")
-    bench.add_argument("--sweep-model", default="bench_cnn")
-    bench.add_argument("--sweep-batch-sizes", default="8,16,32")
-    bench.add_argument("--sweep-delays", default="2,5,10", help="max_batch_delay values, ms")
-    bench.add_argument("--sweep-workers", default="1,2")
-    bench.add_argument("--sweep-threads", default="1,2")
-    bench.add_argument("--sweep-concurrency", type=int, default=64)
+    bench.add_argument("--sweep-model", default="bench_cnn", help="the model the sweep serves (default: %(default)s)")
+    bench.add_argument("--sweep-batch-sizes", default="8,16,32", help="batch sizes to try (default: %(default)s)")
+    bench.add_argument("--sweep-delays", default="2,5,10", help="max_batch_delay values, ms (default: %(default)s)")
+    bench.add_argument("--sweep-workers", default="1,2", help="worker counts to try (default: %(default)s)")
+    bench.add_argument("--sweep-threads", default="1,2", help="intra-op thread counts to try (default: %(default)s)")
+    bench.add_argument("--sweep-concurrency", type=int, default=64, help="wrk connections (default: %(default)s)")
     _add_batching_arguments(bench)
     bench.set_defaults(run=_bench)
 
@@ -156,48 +175,48 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("target", type=Path, help="a .mar, or a build folder as 'servekit export' writes it")
     tune.add_argument("--bodies", type=Path, help="a folder of request bodies (default: generated from the signature)")
     tune.add_argument("--p99-ms", type=float, help="latency bound: the best point must keep p99 within it")
-    tune.add_argument("--concurrency", type=int, default=16, help="concurrent clients (wrk connections)")
-    tune.add_argument("--duration", type=float, default=6.0, help="seconds of load per point (after a warm-up)")
-    tune.add_argument("--max-points", type=int, default=24, help="at most this many points measured")
+    tune.add_argument("--concurrency", type=int, default=16, help="concurrent clients, wrk connections (default: %(default)s)")
+    tune.add_argument("--duration", type=float, default=6.0, help="seconds of load per point, after a warm-up (default: %(default)s)")
+    tune.add_argument("--max-points", type=int, default=24, help="at most this many points measured (default: %(default)s)")
     tune.add_argument("--grid", action="store_true", help="also measure the full grid, to judge the search")
     tune.add_argument("--no-write", action="store_true", help="report only; leave the archive as it is")
-    tune.add_argument("--work-dir", type=Path, default=DEFAULT_BUILD_DIR / "tune")
-    tune.add_argument("--reports-dir", type=Path, default=Path("reports"))
+    _add_dir(tune, "--work-dir", build / "tune", "where the tuner's TorchServe and its copies of the archive live")
+    _add_dir(tune, "--reports-dir", reports, "where tune_NAME.{md,json,png} go")
     tune.set_defaults(run=_tune)
 
     reliability = commands.add_parser("reliability", help="bad-input matrix, faults, access -> reports/reliability.md")
-    reliability.add_argument("--build-dir", type=Path, default=DEFAULT_BUILD_DIR)
-    reliability.add_argument("--reports-dir", type=Path, default=Path("reports"))
+    _add_dir(reliability, "--build-dir", build, "where the demo models are (trained if missing)")
+    _add_dir(reliability, "--reports-dir", reports, "where reliability.{md,json} are written")
     reliability.set_defaults(run=_reliability)
 
     text = commands.add_parser("text-model", help="BERT-style model: INT8 speed-up and agreement, served batching "
                                "-> reports/text_model.md (needs the 'text' extra)")
-    text.add_argument("--build-dir", type=Path, default=DEFAULT_BUILD_DIR / "text_model")
-    text.add_argument("--reports-dir", type=Path, default=Path("reports"))
+    _add_dir(text, "--build-dir", build / "text_model", "where the model, its data and archives are built")
+    _add_dir(text, "--reports-dir", reports, "where text_model.{md,json} are written")
     text.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads for the in-process timing")
-    text.add_argument("--epochs", type=int, default=4)
+    text.add_argument("--epochs", type=int, default=4, help="training passes (default: %(default)s)")
     text.set_defaults(run=_text_model)
 
     images = commands.add_parser("images", help="an image classifier end to end: ResNet-18 trained on digit images, "
                                  "exported with declared preprocessing, variants gated; decode measured -> reports/images.md")
-    images.add_argument("--build-dir", type=Path, default=DEFAULT_BUILD_DIR)
-    images.add_argument("--model-store", type=Path, default=Path("model_store"))
-    images.add_argument("--reports-dir", type=Path, default=Path("reports"))
+    _add_dir(images, "--build-dir", build, "where the image model is built")
+    _add_dir(images, "--model-store", store, "where its archives go")
+    _add_dir(images, "--reports-dir", reports, "where images.{md,json} are written")
     images.add_argument("--epochs", type=int, default=3, help="training passes (each one to two minutes on 2 cores)")
     images.add_argument("--no-variants", action="store_true", help="skip the INT8/FP16/pruned variants")
     images.set_defaults(run=_images)
 
     soak = commands.add_parser("soak", help="sustained load for minutes -> reports/soak.md (not in make test)")
-    soak.add_argument("--build-dir", type=Path, default=DEFAULT_BUILD_DIR / "soak")
-    soak.add_argument("--reports-dir", type=Path, default=Path("reports"))
-    soak.add_argument("--minutes", type=float, default=5.0)
-    soak.add_argument("--concurrency", type=int, default=16)
+    _add_dir(soak, "--build-dir", build / "soak", "where the soaked model is built")
+    _add_dir(soak, "--reports-dir", reports, "where soak.{md,json} are written")
+    soak.add_argument("--minutes", type=float, default=5.0, help="how long to keep the load on (default: %(default)s)")
+    soak.add_argument("--concurrency", type=int, default=16, help="wrk connections (default: %(default)s)")
     soak.set_defaults(run=_soak)
 
     served = commands.add_parser("gpu-served", help="TorchServe + our handler on CUDA beside the same archives on "
                                  "the CPU, every answer checked -> reports/gpu_served.md (needs Java; a GPU for the CUDA rows)")
-    served.add_argument("--build-dir", type=Path, default=DEFAULT_BUILD_DIR, help="where the archives are prepared")
-    served.add_argument("--reports-dir", type=Path, default=Path("reports"), help="where gpu_served.{md,json} go")
+    _add_dir(served, "--build-dir", build, "where the archives are prepared (BUILD_DIR/gpu_served)")
+    _add_dir(served, "--reports-dir", reports, "where gpu_served.{md,json} go")
     served.add_argument("--prepare-only", action="store_true",
                         help="export, validate and archive on this machine, to carry to a GPU machine")
     served.set_defaults(run=_gpu_served)
@@ -208,16 +227,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_dir(parser: argparse.ArgumentParser, flag: str, default: Path, what: str) -> None:
+    parser.add_argument(flag, type=Path, default=default, help=f"{what} (default: %(default)s)")
+
+
+def is_user_error(err: BaseException) -> bool:
+    """Whether the user can fix ``err`` from its message alone (exit status 2, no traceback offered)."""
+    lazy = tuple(getattr(sys.modules[module], name) for module, name in LAZY_USER_ERRORS if module in sys.modules)
+    return isinstance(err, USER_ERRORS + lazy)
+
+
+def servekit_version() -> str:
+    """The installed distribution's version (a source tree that was never installed says so)."""
+    try:
+        return version("servekit")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 def one_line(err: BaseException) -> str:
     """An error's message on one line: a multi-line report (export validation) joined with '; '."""
     return "; ".join(line.strip() for line in str(err).splitlines() if line.strip()) or type(err).__name__
 
 
 def _add_batching_arguments(parser: argparse.ArgumentParser) -> None:
-    defaults = Batching()
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    parser.add_argument("--max-batch-delay", type=int, default=defaults.max_batch_delay_ms, help="milliseconds")
-    parser.add_argument("--workers", type=int, default=defaults.max_workers)
+    batching = Batching()
+    parser.add_argument("--batch-size", type=int, default=batching.batch_size,
+                        help="TorchServe's batch_size: requests run together (default: %(default)s)")
+    parser.add_argument("--max-batch-delay", type=int, default=batching.max_batch_delay_ms,
+                        help="ms TorchServe waits to fill a batch (default: %(default)s)")
+    parser.add_argument("--workers", type=int, default=batching.max_workers,
+                        help="workers per model (default: %(default)s)")
 
 
 def _batching(args: argparse.Namespace) -> Batching:
@@ -239,7 +279,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from servekit.build.options import export_build, export_user_model, parse_formats
+    from servekit.build.options import ExportOptions, export_build, export_user_model, parse_formats
 
     if args.demo:
         from servekit.examples.demo import demo_build_inputs
@@ -257,6 +297,13 @@ def _options(cls: type[T], args: argparse.Namespace, **given: object) -> T:
     """A library options dataclass from the parsed flags of the same names."""
     names = {f.name for f in fields(cls)} - set(given)
     return cls(**{name: getattr(args, name) for name in names if hasattr(args, name)}, **given)
+
+
+def _archive(args: argparse.Namespace) -> int:
+    from servekit.build.archiving import run_archive_sh
+
+    run_archive_sh(args.model_dirs, args.model_store, build_dir=args.build_dir)
+    return 0
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -359,6 +406,7 @@ def _gpu_served(args: argparse.Namespace) -> int:
 
 
 def _variants(args: argparse.Namespace) -> int:
+    from servekit.build.variants import Gates
     from servekit.measure.variants_report import demo_variant_inputs, run_variants
 
     gates = Gates(args.max_accuracy_drop, args.min_agreement)

@@ -1,7 +1,6 @@
 """Fixtures shared by unit and integration tests: tiny models exported into temporary folders."""
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -14,18 +13,8 @@ from servekit.examples.data import LABELS, DigitsSplit, load_digits_split
 from servekit.build.model_config import Batching
 from servekit.examples.models import DEMO_MODELS
 from servekit.examples.train import train_demo
-
-
-@dataclass(frozen=True)
-class BuiltModel:
-    """A demo model trained and exported into ``directory`` (model.pt, model.onnx, model-config.yaml)."""
-
-    name: str
-    directory: Path
-    model: torch.nn.Module
-    contract: InputContract
-    x_test: np.ndarray
-    y_test: np.ndarray
+from support.built import BertBuild, BuiltModel
+from support.shared import build_once
 
 
 @pytest.fixture(scope="session")
@@ -34,9 +23,12 @@ def digits() -> DigitsSplit:
 
 
 @pytest.fixture(scope="session")
-def built_models(tmp_path_factory: pytest.TempPathFactory, digits: DigitsSplit) -> dict[str, BuiltModel]:
-    """Both demo models, trained (seconds) and exported once per test session."""
-    root = tmp_path_factory.mktemp("build")
+def built_models(tmp_path_factory: pytest.TempPathFactory, worker_id: str, digits: DigitsSplit) -> dict[str, BuiltModel]:
+    """Both demo models, trained (seconds) and exported once per test run."""
+    return build_once(tmp_path_factory, worker_id, "build", lambda root: _build_demo_models(root, digits))
+
+
+def _build_demo_models(root: Path, digits: DigitsSplit) -> dict[str, BuiltModel]:
     built = {}
     for name, spec in DEMO_MODELS.items():
         train_demo(spec, digits, root / name)
@@ -52,8 +44,13 @@ def built_models(tmp_path_factory: pytest.TempPathFactory, digits: DigitsSplit) 
 
 
 @pytest.fixture(scope="session")
-def variant_results(built_models: dict[str, BuiltModel], digits: DigitsSplit):
+def variant_results(tmp_path_factory: pytest.TempPathFactory, worker_id: str, built_models: dict[str, BuiltModel],
+                    digits: DigitsSplit):
     """Every variant of both demo models, built next to the base exports and judged by the default gates."""
+    return build_once(tmp_path_factory, worker_id, "variants", lambda _: _build_variants(built_models, digits))
+
+
+def _build_variants(built_models: dict[str, BuiltModel], digits: DigitsSplit):
     from servekit.build.export import ExportSpec
     from servekit.build.variants import Gates, VariantInputs, build_variants, judge, prune_empty_family_dirs
 
@@ -70,7 +67,7 @@ def variant_results(built_models: dict[str, BuiltModel], digits: DigitsSplit):
 
 
 @pytest.fixture(scope="session")
-def any_models(tmp_path_factory: pytest.TempPathFactory, built_models) -> dict[str, Path]:
+def any_models(tmp_path_factory: pytest.TempPathFactory, worker_id: str, built_models) -> dict[str, Path]:
     """A regressor, a two-output regressor, an embedder and a two-input text classifier, exported once.
 
     After the demo models: a handler loaded here sets torch's process-wide thread count, and the demo
@@ -78,29 +75,23 @@ def any_models(tmp_path_factory: pytest.TempPathFactory, built_models) -> dict[s
     """
     from support.any_models import ANY_MODELS, export_any_model
 
-    root = tmp_path_factory.mktemp("any_models")
-    return {name: export_any_model(model, root) for name, model in ANY_MODELS.items()}
-
-
-@dataclass(frozen=True)
-class BertBuild:
-    """The BERT-style text classifier trained, exported and its variants gated, as a user would run it."""
-
-    task: object  # servekit.examples.text_model.TextTask
-    build_dir: Path
-    variants: list[dict]
+    return build_once(tmp_path_factory, worker_id, "any_models",
+                      lambda root: {name: export_any_model(model, root) for name, model in ANY_MODELS.items()})
 
 
 @pytest.fixture(scope="session")
-def bert_build(tmp_path_factory: pytest.TempPathFactory, built_models) -> BertBuild:
+def bert_build(tmp_path_factory: pytest.TempPathFactory, worker_id: str, built_models) -> BertBuild:
     """transformers' BertForSequenceClassification (tiny config, random init) trained for seconds on the
     synthetic topic task, then `servekit export` (two int64 inputs, length 1..64) and `servekit variants`."""
+    return build_once(tmp_path_factory, worker_id, "bert", _build_bert)
+
+
+def _build_bert(root: Path) -> BertBuild:
     import json
 
     from servekit.cli import main
     from servekit.examples.text_model import LABELS, VOCAB_SIZE, prepare_text_task
 
-    root = tmp_path_factory.mktemp("bert")
     task = prepare_text_task(root / "data")
     np.save(root / "data" / "labels.npy", task.test_labels)
     np.savez(root / "data" / "train.npz", **task.train_inputs)
@@ -118,8 +109,37 @@ def bert_build(tmp_path_factory: pytest.TempPathFactory, built_models) -> BertBu
 
 
 @pytest.fixture(scope="session")
-def image_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def image_model(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
     """The tiny image classifier, exported with declared preprocessing (support.image_models)."""
     from support.image_models import export_tiny_vision
 
-    return export_tiny_vision(tmp_path_factory.mktemp("image_models"))
+    return build_once(tmp_path_factory, worker_id, "image_models", export_tiny_vision)
+
+
+# `make check` runs the unit tests that need no model build: these fixtures build or export models (seconds
+# to minutes), and these tests export, compile or start pytest themselves.
+HEAVY_FIXTURES = {"built_models", "variant_results", "any_models", "bert_build", "image_model", "mlp_handler"}
+HEAVY_FILES = {"test_aoti.py", "test_cli_export.py", "test_live_requirements.py", "test_build_atomic.py",
+               "test_validate.py", "test_optimize.py", "test_ort_telemetry.py", "test_backend_threads.py",
+               "test_cli_help.py", "test_any_model_handler.py", "test_text_in.py", "test_text_model.py",
+               "test_image_handler.py", "test_deploy_manifests.py", "test_backend_devices.py"}
+HEAVY_TESTS = {"test_image_options_make_the_only_input_an_image", "test_export_refuses_image_options_that_disagree_with_the_input"}
+# The order pytest-xdist hands out files (make test: --dist loadfile --no-loadscope-reorder; the workers
+# take them alternately): long files first, those that wait for the demo models (built once, minutes on a
+# loaded machine) alternating with long ones that do not, so no worker idles while the models are built.
+NEEDS_DEMO_MODELS = ("test_composition_served.py", "test_variants.py", "test_variants_served.py", "test_bert_served.py",
+                     "test_any_model_served.py", "test_reliability.py", "test_images_served.py", "test_docs_run.py",
+                     "test_text_model.py", "test_aoti_served.py", "test_container_start.py", "test_serving.py")
+INDEPENDENT = ("test_aoti.py", "test_cli_export.py", "test_image.py", "test_image_handler.py", "test_wheel.py",
+               "test_live_requirements.py", "test_cli_help.py", "test_backend_threads.py", "test_ort_telemetry.py",
+               "test_deploy_manifests.py", "test_validate.py", "test_build_atomic.py")
+LONG_FILES = tuple(name for pair in zip(NEEDS_DEMO_MODELS, INDEPENDENT) for name in pair)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if (HEAVY_FIXTURES & set(getattr(item, "fixturenames", ())) or item.path.name in HEAVY_FILES
+                or item.originalname in HEAVY_TESTS or item.get_closest_marker("integration")):
+            item.add_marker(pytest.mark.heavy)
+    rank = {name: i for i, name in enumerate(LONG_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))

@@ -6,12 +6,18 @@ import subprocess
 import sys
 from pathlib import Path
 
-from servekit.serve.torchserve import REPO_ROOT
+# Package data: the checkout's top-level archive.sh (linked here), a real file in an installed wheel.
+ARCHIVE_SH = Path(__file__).resolve().parent / "archive.sh"
 
 
-def run_archive_sh(model_dirs: list[Path], model_store: Path, quiet: bool = False) -> None:
-    """Archive each model directory into ``model_store`` with this venv's torch-model-archiver."""
+def run_archive_sh(model_dirs: list[Path], model_store: Path, quiet: bool = False,
+                   build_dir: Path | None = None) -> None:
+    """Archive each model directory (or, with none given, every one under ``build_dir``) into
+    ``model_store`` with this environment's torch-model-archiver."""
     env = {**os.environ, "MODEL_STORE": str(Path(model_store).resolve()),
            "ARCHIVER": str(Path(sys.executable).parent / "torch-model-archiver")}
-    subprocess.run([str(REPO_ROOT / "archive.sh"), *map(str, model_dirs)], check=True, env=env,
+    if build_dir is not None:
+        env["BUILD_DIR"] = str(Path(build_dir).resolve())
+    # bash, not the file's own mode: an installed wheel does not keep the executable bit of package data.
+    subprocess.run(["bash", str(ARCHIVE_SH), *map(str, model_dirs)], check=True, env=env,
                    stdout=subprocess.DEVNULL if quiet else None)

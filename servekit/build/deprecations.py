@@ -15,7 +15,7 @@ logger = logging.getLogger(__name__)
 
 TORCHSCRIPT_RETIRING = ("TorchScript (model.pt) rests on torch.jit, which torch 2.13 deprecates; servekit still builds it "
                         "and silences torch's warnings. Its successor is model.pt2 (torch.export + AOTInductor): "
-                        "see README, 'Formats and the APIs they rest on'.")
+                        "see docs/formats.md.")
 AO_QUANTIZATION_RETIRING = ("TorchScript dynamic INT8 rests on torch.ao.quantization, which torch 2.13 deprecates; its "
                             "successor for exported models is PT2E INT8 from torchao (the aoti_pt2e_int8 variant).")
 _said: set[str] = set()

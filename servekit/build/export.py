@@ -17,13 +17,13 @@ from torch import nn
 from handlers.backends.torchscript import module_dtype
 from handlers.signature import InputSpec, Range, Signature, axis_name
 from servekit.build import validate
+from servekit.build.defaults import FORMATS, OUTPUT_NAME
 from servekit.build.deprecations import quiet_inductor, quiet_torchscript
 
 ONNX_OPSET = 17
 TORCHSCRIPT_FILE = "model.pt"
 ONNX_FILE = "model.onnx"
 AOTI_FILE = "model.pt2"
-OUTPUT_NAME = "logits"
 BATCH_AXIS = "batch"
 # Kernels read the thread count when they run, so the worker's handler.threads applies; without it
 # AOTInductor bakes the compiling machine's count into every parallel loop. Freezing folds weights
@@ -193,7 +193,6 @@ def _legacy_onnx_export(model: nn.Module, spec: ExportSpec, path: Path) -> None:
     )
 
 
-FORMATS = ("torchscript", "onnx", "aoti")
 
 
 @dataclass

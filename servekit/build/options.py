@@ -14,16 +14,15 @@ import yaml
 from handlers.config import DEFAULT_THRESHOLD, TASKS, HandlerConfig, InputContract
 from handlers.errors import ConfigError
 from handlers.signature import InputSpec, Signature
-from servekit.build.export import AOTI_FILE, FORMATS, OUTPUT_NAME
+from servekit.build.defaults import DEFAULT_ATOL, DEFAULT_BUILD_DIR, DEFAULT_RTOL, FORMATS, OUTPUT_NAME
+from servekit.build.export import AOTI_FILE
 from servekit.build.images import heldout_images, image_signature, wants_image
 from servekit.build.model_config import MODEL_CONFIG_FILE, Batching
 from servekit.build.model_dir import ModelBuild, build_model_dir
 from servekit.build.user_model import UserModelError, heldout_inputs, load_npy, load_user_model
-from servekit.build.validate import DEFAULT_ATOL, DEFAULT_RTOL
 from servekit.build.variants import VariantInputs
 
 FORMAT_NAMES = {"torchscript": "TorchScript", "onnx": "ONNX", "aoti": "AOTInductor"}
-DEFAULT_BUILD_DIR = Path("build")
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,8 @@ from torch import nn
 
 from handlers.backends.torchscript import module_dtype
 from handlers.signature import Range, Signature
+from servekit.build.defaults import DEFAULT_ATOL, DEFAULT_RTOL
 
-DEFAULT_RTOL = 1e-3
-DEFAULT_ATOL = 1e-5
 DEFAULT_BATCH_SIZES = (1, 7, 64)
 PADDING_SEED = 0  # which instances of a validation batch are shorter (padded), fixed for reproducibility
 PADDING_CHECK_INSTANCES = 8  # instances checked alone against padded in one batch

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from servekit.build import validate
+from servekit.build.defaults import MAX_ACCURACY_DROP, MIN_AGREEMENT
 from servekit.build.model_dir import TOKENIZER_FILE, seal
 from servekit.build.export import (AOTI_FILE, ONNX_FILE, TORCHSCRIPT_FILE, ExportSpec, capture, compile_aoti, export_onnx,
                              export_torchscript)
@@ -40,8 +41,8 @@ ARCHIVE_SUFFIX = {"torchscript": "ts", "onnx": "onnx", "aoti": "aoti"}  # archiv
 class Gates:
     """A variant is served only if it loses at most ``max_accuracy_drop`` points and agrees enough."""
 
-    max_accuracy_drop: float = 1.0
-    min_agreement: float = 0.99
+    max_accuracy_drop: float = MAX_ACCURACY_DROP
+    min_agreement: float = MIN_AGREEMENT
 
 
 @dataclass

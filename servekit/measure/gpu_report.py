@@ -19,14 +19,12 @@ import torch
 
 from handlers.backends.telemetry import opt_out_of_ort_telemetry
 from handlers.cores import available_cores
+from servekit.measure.gpu_options import BATCH_SIZES, DEFAULT_SECONDS, ROUNDS, add_arguments
 from servekit.measure.gpu_artifacts import ARTIFACTS, GPU_DIR, GpuModel, load_models
 from servekit.measure.reports import write_report
 
 opt_out_of_ort_telemetry()
 
-BATCH_SIZES = (1, 16, 64, 256)
-DEFAULT_SECONDS = 0.25  # per configuration, batch size and round
-ROUNDS = 3
 WARMUP_CALLS = 5
 MIN_CALLS = 5
 TARGET_MODEL, TARGET_BATCH, TARGET_SPEEDUP = "bench_cnn", 64, 20.0
@@ -360,16 +358,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     return run_report(args.build_dir, args.reports_dir, args.batch_sizes, args.seconds, args.rounds, args.prepare_only)
 
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of ``servekit gpu-report``."""
-    parser.add_argument("--build-dir", type=Path, default=Path("build"))
-    parser.add_argument("--reports-dir", type=Path, default=Path("reports"))
-    parser.add_argument("--batch-sizes", type=lambda s: tuple(int(b) for b in s.split(",")), default=BATCH_SIZES)
-    parser.add_argument("--seconds", type=float, default=DEFAULT_SECONDS, help="per row, batch size and round")
-    parser.add_argument("--rounds", type=int, default=ROUNDS)
-    parser.add_argument("--prepare-only", action="store_true",
-                        help="build and check the artifacts on this machine (CPU), measure nothing")
 
 
 if __name__ == "__main__":

@@ -14,8 +14,9 @@ from pathlib import Path
 
 from servekit.serve.client import Tokens, TorchServeClient
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_CONFIG = REPO_ROOT / "config.properties"
+# The checkout's top-level config.properties, linked into the package (a real file in an installed wheel).
+DEFAULT_CONFIG = Path(__file__).resolve().parent / "config.properties"
+REPO_ROOT = Path(__file__).resolve().parents[2]  # a checkout's root: tests and the docs harness only
 START_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 30.0
 HTTP_ADDRESS_KEYS = ("inference_address", "management_address", "metrics_address")

@@ -13,7 +13,9 @@ from servekit.measure.bench.sweep import run_sweep
 from servekit.serve.torchserve import torchserve_available
 from support.serving import require
 
-pytestmark = pytest.mark.integration
+# Slow: each run builds its models (a .pt2 compile), starts its own TorchServe and drives every target
+# with wrk; about a minute and a half on 2 cores. `make nightly` runs it.
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 @pytest.fixture(autouse=True)

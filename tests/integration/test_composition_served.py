@@ -22,7 +22,7 @@ BATCHING = Batching(batch_size=8, max_batch_delay_ms=5)
 IMAGES = 24
 WAYS = {"in-process": PREDICTIONS, "workflow": WFPREDICT}
 # TorchServe 0.12 now and then never hands a workflow node its job: that request waits for the node's
-# timeout and gets 500 (README, "Workflows lose requests"). That is its bug, not ours, so workflow
+# timeout and gets 500 (docs/composition.md, "Workflows lose requests"). That is its bug, not ours, so workflow
 # requests are sent the way a client should send them (again, on a 5xx), the losses are counted, and
 # the tests assert on the answers. In-process requests are never retried: there a 500 is our bug.
 LOSS_ATTEMPTS = 6  # at the worst loss rate measured (39 of 450), six losses in a row: < 1e-6
@@ -113,7 +113,7 @@ def test_bad_input_is_refused_at_the_front_and_batch_mates_are_served(live, serv
         if way == "in-process":  # concurrent, so good and bad requests share batches
             with ThreadPoolExecutor(len(bodies)) as pool:
                 responses = list(pool.map(lambda body: post(live, name, way, body, "application/json"), bodies))
-        else:  # sequential: under concurrency 0.12 workflows lose more node jobs (see README)
+        else:  # sequential: under concurrency 0.12 workflows lose more node jobs (see docs/composition.md)
             responses = [final_answer(live, name, way, body, "application/json")[0] if body is good
                          else workflow_error(live, name, body, "preprocess")[0] for body in bodies]
         statuses = [r.status_code for r in responses]

@@ -1,4 +1,4 @@
-"""The README's Python snippets run as written, against a live TorchServe (only its address is moved)."""
+"""The docs' Python snippets (docs/serving.md) run as written, against a live TorchServe (only its address is moved)."""
 from __future__ import annotations
 
 import re
@@ -19,8 +19,8 @@ README_ADDRESS = "127.0.0.1:8080"
 
 
 def python_block(containing: str) -> str:
-    """The README's ```python block that contains ``containing``."""
-    blocks = re.findall(r"```python\n(.*?)```", (REPO_ROOT / "README.md").read_text(), re.S)
+    """The ```python block of docs/serving.md that contains ``containing``."""
+    blocks = re.findall(r"```python\n(.*?)```", (REPO_ROOT / "docs" / "serving.md").read_text(), re.S)
     [block] = [b for b in blocks if containing in b]
     return block
 

@@ -47,4 +47,4 @@ def test_our_torchscript_and_dynamic_int8_paths_say_it_once(tmp_path: Path, monk
     assert _torch_deprecations(caught) == []
     ours = [r.getMessage() for r in caplog.records if r.name == deprecations.__name__]
     assert ours == [deprecations.TORCHSCRIPT_RETIRING, deprecations.AO_QUANTIZATION_RETIRING]
-    assert "model.pt2" in ours[0] and "README" in ours[0]
+    assert "model.pt2" in ours[0] and "docs/formats.md" in ours[0]

@@ -19,7 +19,8 @@ def _run_without_java_or_wrk(ci: str | None) -> subprocess.CompletedProcess:
     env["PATH"] = str(Path(sys.executable).parent)  # the venv only: no java, no wrk
     if ci is not None:
         env["CI"] = ci
-    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", BENCH_SMOKE],
+    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "slow or not slow",
+                           BENCH_SMOKE],
                           cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
 
 

@@ -9,7 +9,8 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-DEFAULT_AMOUNT = 0.2
+from servekit.build.defaults import DEFAULT_PRUNE_AMOUNT as DEFAULT_AMOUNT
+
 PRUNABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
