@@ -60,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     source = export.add_mutually_exclusive_group(required=True)
     source.add_argument("--demo", help="a trained demo model: digits_mlp or digits_cnn")
     source.add_argument("--factory", help="your model: 'package.module:function' returning an nn.Module")
+    source.add_argument("--transformers", type=Path, metavar="DIR",
+                        help="a transformers save_pretrained folder: task, labels, inputs, tokenizer and "
+                             "preprocessing are read from it (see docs/transformers.md)")
     export.add_argument("--weights", type=Path, help="state_dict file for --factory")
     export.add_argument("--name", help="model name (archive names derive from it)")
     export.add_argument("--task", choices=TASKS, help="what the outputs mean (required with --factory)")
@@ -77,14 +80,16 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD, help="multi-label: predicted at or above")
     export.add_argument("--normalize", action="store_true", help="embedding: L2-normalise each vector")
     export.add_argument("--heldout", type=Path,
-                        help="held-out inputs to validate on: .npy [N, *shape], .npz with one array per input, or "
-                             "(image inputs) a directory of image files")
+                        help="held-out inputs to validate on: .npy [N, *shape], .npz with one array per input, "
+                             "(image inputs) a directory of image files; --transformers also: a .txt of sentences "
+                             "(question<TAB>context lines for QA) or a directory of WAV files")
     export.add_argument("--tokenizer", type=Path,
                         help="a tokenizers tokenizer.json shipped in the archive: requests may then send text")
     export.add_argument("--rtol", type=float, default=DEFAULT_RTOL)
     export.add_argument("--atol", type=float, default=DEFAULT_ATOL)
     export.add_argument("--formats", default=",".join(EXPORT_FORMATS),
                         help=f"comma-separated subset of {','.join(EXPORT_FORMATS)} (aoti = model.pt2, needs a C++ compiler)")
+    _add_checkpoint_arguments(export)
     add_image_arguments(export)
     _add_batching_arguments(export)
     export.add_argument("--build-dir", type=Path, default=DEFAULT_BUILD_DIR)
@@ -189,6 +194,21 @@ def one_line(err: BaseException) -> str:
     return "; ".join(line.strip() for line in str(err).splitlines() if line.strip()) or type(err).__name__
 
 
+def _add_checkpoint_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--transformers`` options: what the folder may not say, or what to serve differently."""
+    from servekit.build.checkpoint.derive import DEFAULT_MAX_SECONDS, POOLINGS
+    from handlers.config import AGGREGATIONS, DEFAULT_AGGREGATION
+
+    group = parser.add_argument_group("transformers folder (--transformers DIR)")
+    group.add_argument("--pooling", choices=POOLINGS, help="a base model (no head): serve embeddings pooled so")
+    group.add_argument("--max-length", type=int, help="text: the longest input in tokens (default: the model's, at most 512)")
+    group.add_argument("--max-seconds", type=float, default=DEFAULT_MAX_SECONDS, help="audio: the longest clip")
+    group.add_argument("--aggregation", choices=AGGREGATIONS, default=DEFAULT_AGGREGATION,
+                       help="token classification: every token (none) or entities (simple)")
+    group.add_argument("--pad-token-id", type=int, help="the padding id when config.json has none (GPT-2 classifiers)")
+    group.add_argument("--architecture", help="the model class when config.json names none or several")
+
+
 def _add_batching_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = Batching()
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
@@ -223,6 +243,14 @@ def _export(args: argparse.Namespace) -> int:
         model, build, heldout = demo_build_inputs(args.demo, args.build_dir, _batching(args))
         export_build(model, replace(build, formats=parse_formats(args.formats)), heldout, args.build_dir,
                      args.rtol, args.atol)
+        return 0
+    if args.transformers:
+        from servekit.build.checkpoint.derive import CheckpointOptions
+        from servekit.build.checkpoint.export import TransformersOptions, export_transformers
+
+        checkpoint = _options(CheckpointOptions, args, image_crop=args.image_crop)
+        export_transformers(_options(TransformersOptions, args, folder=args.transformers, checkpoint=checkpoint,
+                                     batching=_batching(args)))
         return 0
     export_user_model(_options(ExportOptions, args, inputs=tuple(args.inputs or ()),
                                outputs=tuple(args.outputs or ()), batching=_batching(args)))
