@@ -123,3 +123,14 @@ def image_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from support.image_models import export_tiny_vision
 
     return export_tiny_vision(tmp_path_factory.mktemp("image_models"))
+
+
+@pytest.fixture(scope="session")
+def checkpoints(tmp_path_factory: pytest.TempPathFactory):
+    """The new tasks and bodies from tiny save_pretrained folders, exported once per session with --transformers:
+    a trained NER model, an extractive QA model, an image and an audio classifier, a mean-pooled embedder."""
+    from support.zoo import export_checkpoint
+
+    root = tmp_path_factory.mktemp("zoo")
+    return {name: export_checkpoint(name, root, trained=name == "bert-ner")
+            for name in ("bert-ner", "bert-qa", "vit", "wav2vec2", "bert-embedder")}

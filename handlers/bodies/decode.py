@@ -53,12 +53,12 @@ def decode_request(request: RequestInput, options: BodyOptions) -> DecodedReques
     if isinstance(payload, (bytes, bytearray, str)) and payload and (
             kind in JSON_TYPES or (kind == "" and sniff_media_type(payload) in JSON_TYPES)):
         document = parse_json(payload)
-    if is_v2(document):
-        return _decoded_v2(document, names, options.answer_names)
-    if options.text_pairs:
+    if options.text_pairs:  # before v2: {"inputs": [{"question", "context"}, ...]} is a list of inputs too
         pairs = pairs_from_json(document)
         if pairs is not None:
             return DecodedRequest({}, pairs=pairs)
+    if is_v2(document):
+        return _decoded_v2(document, names, options.answer_names)
     texts = texts_from_json(document) if options.accepts_text and not options.text_pairs else None
     if texts is not None:
         return DecodedRequest({}, texts=texts)

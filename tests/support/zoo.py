@@ -309,3 +309,30 @@ def _steps(model: Any, optimizer: Any, encoded: list, steps: int) -> None:
             mask[row, :len(token_ids)] = 1
         model(input_ids=ids, attention_mask=mask, labels=labels).loss.backward()
         optimizer.step()
+
+
+@dataclass(frozen=True)
+class ExportedCheckpoint:
+    """A zoo checkpoint saved into ``folder`` and exported with ``--transformers`` into ``directory``."""
+
+    name: str
+    folder: Path
+    directory: Path
+
+
+def export_checkpoint(name: str, root: Path, formats: str = "torchscript,onnx", trained: bool = False,
+                      **options: Any) -> ExportedCheckpoint:
+    """save_pretrained the zoo entry under ``root/checkpoints`` and export it into ``root/build`` (as the CLI does)."""
+    from servekit.build.checkpoint.derive import CheckpointOptions
+    from servekit.build.checkpoint.export import TransformersOptions, export_transformers
+    from servekit.build.model_config import Batching
+
+    arch = BY_NAME[name]
+    folder = save_checkpoint(arch, root / "checkpoints" / name)
+    if trained:
+        train_ner(folder)
+    checkpoint = CheckpointOptions(pooling=arch.pooling, **{**arch.options, **options})
+    directory = export_transformers(TransformersOptions(folder, name, checkpoint, formats=formats,
+                                                        batching=Batching(batch_size=8, max_batch_delay_ms=50),
+                                                        build_dir=root / "build"))
+    return ExportedCheckpoint(name, folder, directory)
