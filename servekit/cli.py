@@ -183,6 +183,13 @@ def build_parser() -> argparse.ArgumentParser:
     soak.add_argument("--concurrency", type=int, default=16)
     soak.set_defaults(run=_soak)
 
+    zoo = commands.add_parser("zoo-report", help="every zoo architecture exported with --transformers, each format and "
+                              "dynamic INT8 validated -> reports/zoo.md (about half an hour on 2 cores)")
+    zoo.add_argument("--build-dir", type=Path, default=DEFAULT_BUILD_DIR / "zoo")
+    zoo.add_argument("--reports-dir", type=Path, default=Path("reports"))
+    zoo.add_argument("--only", default="", help="comma-separated zoo names (default: all)")
+    zoo.set_defaults(run=_zoo_report)
+
     gpu = commands.add_parser("gpu-report", help="every variant in-process on GPU vs this machine's CPU -> reports/gpu.md")
     add_gpu_report_arguments(gpu)
     gpu.set_defaults(run=_gpu_report)
@@ -328,6 +335,13 @@ def _soak(args: argparse.Namespace) -> int:
     from servekit.measure.soak import run_soak
 
     return 0 if run_soak(args.build_dir, args.reports_dir, args.minutes, args.concurrency)["passed"] else 1
+
+
+def _zoo_report(args: argparse.Namespace) -> int:
+    from servekit.measure.zoo_report import run_zoo_report
+
+    rows = run_zoo_report(args.build_dir, args.reports_dir, tuple(n for n in args.only.split(",") if n))
+    return 0 if all(row.as_expected for row in rows) else 1
 
 
 def _gpu_report(args: argparse.Namespace) -> int:

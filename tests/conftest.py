@@ -129,7 +129,7 @@ def image_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def checkpoints(tmp_path_factory: pytest.TempPathFactory):
     """The new tasks and bodies from tiny save_pretrained folders, exported once per session with --transformers:
     a trained NER model, an extractive QA model, an image and an audio classifier, a mean-pooled embedder."""
-    from support.zoo import export_checkpoint
+    from servekit.examples.zoo import export_checkpoint
 
     root = tmp_path_factory.mktemp("zoo")
     return {name: export_checkpoint(name, root, trained=name == "bert-ner")

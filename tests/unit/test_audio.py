@@ -11,7 +11,7 @@ import pytest
 from handlers.audio import (MAX_FILTER_VALUES, AudioPreprocess, filter_values, pad_clips, read_wav_header, resample,
                             wav_samples)
 from handlers.errors import ConfigError, InvalidInput, MalformedRequest, TooLong, UnsupportedMediaType
-from support.zoo import tone, wav_bytes
+from servekit.examples.zoo import tone, wav_bytes
 
 RATE = 16_000
 AUDIO = AudioPreprocess(RATE, 400, RATE)  # 25 ms to 1 s

@@ -15,7 +15,7 @@ import torch
 from handlers.bodies.open_inference import HEADER_LENGTH
 from handlers.handler import InferenceHandler
 from support.torchserve_context import make_context, run_handler_raw
-from support.zoo import tone, wav_bytes
+from servekit.examples.zoo import tone, wav_bytes
 
 JSON = "application/json"
 TOLERANCE = 1e-4
