@@ -144,7 +144,7 @@ class InferencePipeline:
             if decoded.texts is not None:
                 check_count(decoded.texts, self.config.max_instances)
             if decoded.pairs is not None:
-                check_count(decoded.pairs, self.config.max_instances)
+                check_count(decoded.pairs, self.config.max_instances, "questions")
         except RequestError as error:
             return error
         return decoded

@@ -49,10 +49,11 @@ def pairs_from_json(document: Any) -> list[tuple[str, str]] | None:
     return pairs
 
 
-def check_count(texts: list[str], max_instances: int) -> None:
-    """One request's texts are instances like any other: at most ``max_instances``."""
+def check_count(texts: list, max_instances: int, noun: str | None = None) -> None:
+    """One request's texts (or questions, ``noun``) are instances like any other: at most ``max_instances``."""
     if len(texts) > max_instances:
-        raise TooManyInstances(f"'{TEXT_KEY}' holds {len(texts)} texts; at most {max_instances} per request")
+        what = f"the request holds {len(texts)} {noun}" if noun else f"'{TEXT_KEY}' holds {len(texts)} texts"
+        raise TooManyInstances(f"{what}; at most {max_instances} per request")
 
 
 def text_from_plain(payload: Any) -> list[str]:

@@ -206,3 +206,19 @@ def test_the_mean_pooled_embedder_leaves_padding_out(checkpoints) -> None:
     batched = run_handler_raw(handler, context, [(json.dumps({"text": "john works"}).encode(), JSON),
                                                  (json.dumps({"text": "paris " * 50}).encode(), JSON)])
     np.testing.assert_allclose(predictions(batched[0])[0]["embedding"], alone[0]["embedding"], atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["bert-ner", "bert-qa"])
+def test_the_bad_input_matrix_of_text_models(checkpoints, name: str) -> None:
+    """Each bad text or question body gets its own 4xx; the good request batched beside it gets 200."""
+    from servekit.measure.bad_inputs import bad_questions, bad_texts
+
+    handler, context = handler_for(checkpoints[name].directory)
+    cases = bad_questions(64) if name == "bert-qa" else bad_texts(64, handler.pipeline.signature.names)
+    good = (json.dumps({"question": "who ?", "context": "john works"} if name == "bert-qa" else {"text": "john"}
+                       ).encode(), JSON)
+    answers = run_handler_raw(handler, context, [body for case in cases for body in ((case.body, case.content_type), good)])
+    for case, bad, mate in zip(cases, answers[0::2], answers[1::2]):
+        assert bad[0] == case.status, (case.name, bad[1])
+        assert case.message in json.loads(bad[1])["error"]["message"], (case.name, bad[1])
+        assert mate[0] == 200
