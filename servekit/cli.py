@@ -188,6 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     zoo.add_argument("--build-dir", type=Path, default=DEFAULT_BUILD_DIR / "zoo")
     zoo.add_argument("--reports-dir", type=Path, default=Path("reports"))
     zoo.add_argument("--only", default="", help="comma-separated zoo names (default: all)")
+    zoo.add_argument("--resume", action="store_true", help="keep the rows reports/zoo.json holds; measure the rest")
     zoo.set_defaults(run=_zoo_report)
 
     gpu = commands.add_parser("gpu-report", help="every variant in-process on GPU vs this machine's CPU -> reports/gpu.md")
@@ -340,7 +341,7 @@ def _soak(args: argparse.Namespace) -> int:
 def _zoo_report(args: argparse.Namespace) -> int:
     from servekit.measure.zoo_report import run_zoo_report
 
-    rows = run_zoo_report(args.build_dir, args.reports_dir, tuple(n for n in args.only.split(",") if n))
+    rows = run_zoo_report(args.build_dir, args.reports_dir, tuple(n for n in args.only.split(",") if n), args.resume)
     return 0 if all(row.as_expected for row in rows) else 1
 
 

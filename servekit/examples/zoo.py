@@ -336,3 +336,22 @@ def export_checkpoint(name: str, root: Path, formats: str = "torchscript,onnx", 
                                                         batching=Batching(batch_size=8, max_batch_delay_ms=50),
                                                         build_dir=root / "build"))
     return ExportedCheckpoint(name, folder, directory)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m servekit.examples.zoo NAME FOLDER``: save one zoo checkpoint (the NER one briefly trained)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m servekit.examples.zoo", description=main.__doc__)
+    parser.add_argument("name", choices=sorted(BY_NAME))
+    parser.add_argument("folder", type=Path)
+    args = parser.parse_args(argv)
+    save_checkpoint(args.name, args.folder)
+    if BY_NAME[args.name].model_class.endswith("ForTokenClassification"):
+        train_ner(args.folder)
+    print(f"saved {args.name} ({BY_NAME[args.name].model_class}) into {args.folder}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

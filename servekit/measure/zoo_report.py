@@ -196,25 +196,48 @@ def render(rows: list[ZooRow], load: str, seconds: float) -> str:
     return "\n".join(lines)
 
 
-def run_zoo_report(work_dir: Path, reports_dir: Path, names: tuple[str, ...] = ()) -> list[ZooRow]:
-    """Every zoo architecture (or ``names``) -> reports/zoo.{md,json}."""
+def run_zoo_report(work_dir: Path, reports_dir: Path, names: tuple[str, ...] = (), resume: bool = False
+                   ) -> list[ZooRow]:
+    """Every zoo architecture (or ``names``) -> reports/zoo.{md,json}, rewritten after each row so a stopped run
+    keeps what it measured (``resume``: keep the rows reports/zoo.json already holds and measure the rest)."""
     load = ", ".join(f"{v:.2f}" for v in os.getloadavg())
     started = time.perf_counter()
+    done = _previous_rows(reports_dir) if resume else {}
     if work_dir.exists():
         shutil.rmtree(work_dir)
-    rows = []
-    for arch in ARCHITECTURES + EXTRA:
-        if names and arch.name not in names:
+    wanted = [arch for arch in ARCHITECTURES + EXTRA if not names or arch.name in names]
+    rows: list[ZooRow] = []
+    for arch in wanted:
+        if arch.name in done:
+            rows.append(done[arch.name])
             continue
         print(f"zoo: {arch.name} ({arch.model_class})", flush=True)
         row = zoo_row(arch, work_dir, arch in ARCHITECTURES)
         print(f"  one command: {row.one_command}; " + ", ".join(f"{COLUMNS[k]} {v.split(':')[0]}"
                                                                   for k, v in row.cells.items()), flush=True)
         rows.append(row)
-    seconds = time.perf_counter() - started
-    document = {"load_average": load, "seconds": round(seconds, 1),
+        _write(reports_dir, rows, len(wanted), load, time.perf_counter() - started)
+    return rows
+
+
+def _write(reports_dir: Path, rows: list[ZooRow], wanted: int, load: str, seconds: float) -> None:
+    document = {"load_average": load, "seconds": round(seconds, 1), "complete": len(rows) == wanted,
                 "rows": [{"name": r.name, "architecture": r.architecture, "modality": r.modality, "listed": r.listed,
-                          "task": r.task, "one_command": r.one_command, **r.cells, "seconds": round(r.seconds, 1)}
-                         for r in rows]}
-    write_report(reports_dir, "zoo", document, render(rows, load, seconds))
+                          "refused": r.refused, "task": r.task, "one_command": r.one_command, **r.cells,
+                          "seconds": round(r.seconds, 1)} for r in rows]}
+    text = render(rows, load, seconds)
+    if len(rows) < wanted:
+        text = text.replace("\n\n", f"\n\n**Partial: {len(rows)} of {wanted} architectures measured so far.**\n\n", 1)
+    write_report(reports_dir, "zoo", document, text)
+
+
+def _previous_rows(reports_dir: Path) -> dict[str, ZooRow]:
+    path = reports_dir / "zoo.json"
+    if not path.exists():
+        return {}
+    rows = {}
+    for raw in json.loads(path.read_text()).get("rows", []):
+        row = ZooRow(raw["name"], raw["architecture"], raw["modality"], raw["listed"], raw.get("refused", ""),
+                     raw.get("task", ""), raw["one_command"], {k: raw[k] for k in COLUMNS if k in raw}, raw["seconds"])
+        rows[row.name] = row
     return rows
