@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 # psutil<6 and protobuf<7, which clash with ours); tests read the generated models, never import them.
 KSERVE_SDK := kserve==0.21.0
 
-.PHONY: setup tools demo test check nightly docs-check test-slow deploy-check variants composition bench bench-text bench-images litserve-venv tune sweep reliability soak images gpu-report gpu-served archive clean
+.PHONY: setup tools demo test check nightly docs-check test-slow zoo zoo-report deploy-check variants composition bench bench-text bench-images litserve-venv tune sweep reliability soak images gpu-report gpu-served archive clean
 
 setup: $(STAMP)
 
@@ -116,6 +116,15 @@ archive: setup
 
 clean:
 	rm -rf build model_store/*.mar logs key_file.json
+
+# The architecture zoo (tests/unit/test_zoo.py, slow): every tiny save_pretrained checkpoint exported with
+# --transformers in every format and validated (the default run exports a few of them)
+zoo: setup
+	$(PY) -m pytest -m slow tests/unit/test_zoo.py
+
+# Every zoo architecture x format x dynamic INT8, pass or the reason -> reports/zoo.{md,json} (about half an hour)
+zoo-report: setup
+	$(VENV)/bin/servekit zoo-report
 
 # Every variant in-process on the GPU vs this machine's CPU -> reports/gpu.{md,json,png} (needs CUDA and
 # onnxruntime-gpu for the GPU rows; `pip install -e '.[gpu,test]'` on a CUDA machine). No Java needed.

@@ -22,11 +22,19 @@ InputContract = InputSpec  # the name single-input code knew it by
 
 
 CLASSIFICATION, REGRESSION, EMBEDDING = "classification", "regression", "embedding"
-TASKS = (CLASSIFICATION, REGRESSION, EMBEDDING)
+TOKEN_CLASSIFICATION, QUESTION_ANSWERING = "token_classification", "question_answering"
+TASKS = (CLASSIFICATION, REGRESSION, EMBEDDING, TOKEN_CLASSIFICATION, QUESTION_ANSWERING)
+LABELLED_TASKS = (CLASSIFICATION, TOKEN_CLASSIFICATION)
 DEFAULT_THRESHOLD = 0.5  # multi-label: a class is predicted when its sigmoid reaches this
+AGGREGATIONS = ("none", "simple")  # token classification, as transformers' pipeline names them
+DEFAULT_AGGREGATION = "simple"
+# Question answering, transformers' pipeline defaults: windows of at most 384 tokens overlapping by 128,
+# answers of at most 15 tokens.
+DEFAULT_WINDOW, DEFAULT_DOC_STRIDE, DEFAULT_MAX_ANSWER_LENGTH = 384, 128, 15
 KNOWN_KEYS = {"decode_threads", "input", "inputs", "outputs", "task", "multi_label", "threshold", "normalize", "tokenizer",
               "labels", "top_k", "max_instances", "threads", "output", "composition", "cuda_graph_batch_sizes",
-              "padding_invariant", "min_padding_efficiency", "max_batch_tokens"}
+              "padding_invariant", "min_padding_efficiency", "max_batch_tokens",
+              "aggregation", "window", "doc_stride", "max_answer_length"}
 
 
 @dataclass(frozen=True)
@@ -58,6 +66,10 @@ class HandlerConfig:
     padding_invariant: bool = True  # export checked that padding never changes an answer; False: equal lengths only
     min_padding_efficiency: float = DEFAULT_MIN_PADDING_EFFICIENCY  # real / computed tokens in each sub-batch
     max_batch_tokens: int = 0  # computed tokens a sub-batch may hold (0: no budget)
+    aggregation: str = DEFAULT_AGGREGATION  # token classification: none (every token) or simple (entities)
+    window: int = DEFAULT_WINDOW  # question answering: tokens per window of question + context
+    doc_stride: int = DEFAULT_DOC_STRIDE  # question answering: tokens consecutive windows share
+    max_answer_length: int = DEFAULT_MAX_ANSWER_LENGTH  # question answering: longest answer, in tokens
 
     def __post_init__(self) -> None:
         if self.signature is None:
@@ -84,9 +96,17 @@ class HandlerConfig:
             raise ConfigError(f"handler.cuda_graph_batch_sizes must be positive, got {list(self.cuda_graph_batch_sizes)}")
         if self.task not in TASKS:
             raise ConfigError(f"handler.task must be one of {TASKS}, got {self.task!r}")
-        if self.task != CLASSIFICATION and (self.output != PREDICTIONS or self.multi_label or self.labels):
-            raise ConfigError(f"labels, multi_label and output: {PROBABILITIES} are for classification, "
-                              f"not task {self.task!r}")
+        if self.task != CLASSIFICATION and (self.output != PREDICTIONS or self.multi_label):
+            raise ConfigError(f"multi_label and output: {PROBABILITIES} are for classification, not task {self.task!r}")
+        if self.task not in LABELLED_TASKS and self.labels:
+            raise ConfigError(f"labels are for {' and '.join(LABELLED_TASKS)}, not task {self.task!r}")
+        if self.aggregation not in AGGREGATIONS:
+            raise ConfigError(f"handler.aggregation must be one of {AGGREGATIONS}, got {self.aggregation!r}")
+        if not 0 <= self.doc_stride < self.window or self.max_answer_length < 1:
+            raise ConfigError(f"question answering needs 0 <= doc_stride < window and max_answer_length >= 1; got "
+                              f"doc_stride {self.doc_stride}, window {self.window}, max_answer_length {self.max_answer_length}")
+        if self.task in (TOKEN_CLASSIFICATION, QUESTION_ANSWERING) and self.tokenizer is None:
+            raise ConfigError(f"task {self.task!r} answers about the request's text: it needs handler.tokenizer")
         if not 0.0 < self.threshold < 1.0:
             raise ConfigError(f"handler.threshold must be in (0, 1), got {self.threshold}")
 
@@ -127,6 +147,10 @@ class HandlerConfig:
             padding_invariant=bool(section.get("padding_invariant", True)),
             min_padding_efficiency=float(section.get("min_padding_efficiency", DEFAULT_MIN_PADDING_EFFICIENCY)),
             max_batch_tokens=int(section.get("max_batch_tokens", 0)),
+            aggregation=str(section.get("aggregation", DEFAULT_AGGREGATION)),
+            window=int(section.get("window", DEFAULT_WINDOW)),
+            doc_stride=int(section.get("doc_stride", DEFAULT_DOC_STRIDE)),
+            max_answer_length=int(section.get("max_answer_length", DEFAULT_MAX_ANSWER_LENGTH)),
         )
 
     def to_section(self) -> dict[str, Any]:
@@ -144,6 +168,10 @@ class HandlerConfig:
             section.update(labels=list(self.labels), top_k=self.top_k)
             if self.multi_label:
                 section.update(multi_label=True, threshold=self.threshold)
+        if self.task == TOKEN_CLASSIFICATION:
+            section.update(labels=list(self.labels), aggregation=self.aggregation)
+        if self.task == QUESTION_ANSWERING:
+            section.update(window=self.window, doc_stride=self.doc_stride, max_answer_length=self.max_answer_length)
         if self.normalize:
             section["normalize"] = True
         if self.tokenizer is not None:

@@ -59,6 +59,13 @@ class TooManyPixels(RequestError):
     phrase = "Payload Too Large"
 
 
+class TooLong(RequestError):
+    """An audio clip lasts longer than the model accepts; refused before its samples are decoded."""
+
+    status = 413
+    phrase = "Payload Too Large"
+
+
 class InvalidInput(RequestError):
     """Decoded fine, but breaks the model's input contract (shape, dtype, range, NaN)."""
 

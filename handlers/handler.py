@@ -41,9 +41,9 @@ class InferenceHandler:
         backend = load_model(config, context)
         text_encoder = None
         if config.tokenizer is not None:
-            from handlers.text_encoder import TextEncoder
+            from handlers.text_encoder import make_text_encoder
 
-            text_encoder = TextEncoder(Path(context.system_properties["model_dir"]) / config.tokenizer, config.signature)
+            text_encoder = make_text_encoder(Path(context.system_properties["model_dir"]) / config.tokenizer, config)
         self.pipeline = InferencePipeline(config, backend, context.model_name, text_encoder=text_encoder)
         logger.info("model %s ready: %s, task %s, signature %s", context.model_name, backend.describe(), config.task,
                     config.signature)

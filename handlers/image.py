@@ -25,6 +25,8 @@ IMAGE_CONTENT_TYPES = {"image/jpeg": "JPEG", "image/jpg": "JPEG", "image/pjpeg":
                        "image/webp": "WEBP"}
 MODES = {"RGB": 3, "L": 1}
 LAYOUTS = ("CHW", "HWC")
+FITS = ("crop", "stretch")  # shorter side to ``resize`` then the centre crop, or the whole image to the crop's size
+RESAMPLE = ("nearest", "bilinear", "bicubic", "lanczos", "box", "hamming")  # Pillow's filters
 DEFAULT_MAX_PIXELS = 40_000_000  # a 12 MP phone photo passes; Pillow's own bomb limit is 89 MP
 DEFAULT_SCALE = 1.0 / 255.0
 # Magic bytes of formats we recognise but do not accept (answered 415, not 400 "corrupt").
@@ -65,6 +67,11 @@ class ImagePreprocess:
     layout: str = "CHW"
     exif: bool = True
     max_pixels: int = DEFAULT_MAX_PIXELS
+    fit: str = "crop"
+    resample: str = "bilinear"
+    # exact: decode every pixel, resize the whole image, then crop, as transformers' image processors do (their
+    # output to 1e-7); else the fast path: JPEG draft decoding and one resize of the crop's box.
+    exact: bool = False
     _buffers: dict = field(default_factory=dict, compare=False, repr=False)  # one reused batch buffer
 
     def __post_init__(self) -> None:
@@ -87,13 +94,16 @@ class ImagePreprocess:
             if len(values) != channels:
                 raise ConfigError(f"image {name} needs {channels} values for mode {self.mode}, got {list(values)}")
             object.__setattr__(self, name, values)
+        if self.fit not in FITS or self.resample not in RESAMPLE:
+            raise ConfigError(f"image fit must be one of {FITS} and resample one of {RESAMPLE}; got {self.fit!r}, "
+                              f"{self.resample!r}")
         if any(s == 0 for s in self.std) or self.scale <= 0 or self.max_pixels < 1:
             raise ConfigError("image std must be non-zero, scale > 0 and max_pixels >= 1")
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any], shape: Sequence[int]) -> ImagePreprocess:
         """From an input's ``image:`` mapping; the crop defaults to the input's spatial ``shape``."""
-        known = {"mode", "resize", "crop", "scale", "mean", "std", "layout", "exif", "max_pixels"}
+        known = {"mode", "resize", "crop", "scale", "mean", "std", "layout", "exif", "max_pixels", "fit", "resample", "exact"}
         unknown = sorted(set(raw) - known)
         if unknown:
             raise ConfigError(f"image settings {unknown} are unknown; known: {sorted(known)}")
@@ -103,7 +113,9 @@ class ImagePreprocess:
         preprocess = cls(crop=crop, resize=None if raw.get("resize") is None else int(raw["resize"]),
                          mode=str(raw.get("mode", "RGB")), scale=float(raw.get("scale", DEFAULT_SCALE)),
                          mean=tuple(raw.get("mean", ())), std=tuple(raw.get("std", ())), layout=layout,
-                         exif=bool(raw.get("exif", True)), max_pixels=int(raw.get("max_pixels", DEFAULT_MAX_PIXELS)))
+                         exif=bool(raw.get("exif", True)), max_pixels=int(raw.get("max_pixels", DEFAULT_MAX_PIXELS)),
+                         fit=str(raw.get("fit", "crop")), resample=str(raw.get("resample", "bilinear")),
+                         exact=bool(raw.get("exact", False)))
         preprocess.check_shape(shape)
         return preprocess
 
@@ -111,7 +123,8 @@ class ImagePreprocess:
         """The ``image:`` mapping written into model-config.yaml (every setting spelled out)."""
         return {"mode": self.mode, "resize": self.resize or max(self.crop), "crop": list(self.crop),
                 "scale": self.scale, "mean": list(self.mean), "std": list(self.std), "layout": self.layout,
-                "exif": self.exif, "max_pixels": self.max_pixels}
+                "exif": self.exif, "max_pixels": self.max_pixels, "fit": self.fit, "resample": self.resample,
+                "exact": self.exact}
 
     @property
     def channels(self) -> int:
@@ -154,7 +167,7 @@ class ImagePreprocess:
             raise TooManyPixels(f"{what} has {width}x{height} = {width * height:,} pixels; this model accepts at "
                                   f"most {self.max_pixels:,} (refused before decoding)")
         target = self.resize or max(self.crop)
-        if fmt == "JPEG":
+        if fmt == "JPEG" and not self.exact:
             # DCT scaling: decode at 1/2, 1/4 or 1/8 while both sides stay >= the target (shorter side).
             image.draft(self.mode, (target, target))
         try:
@@ -164,18 +177,38 @@ class ImagePreprocess:
         if self.exif:
             image = ImageOps.exif_transpose(image)
         image = _converted(image, self.mode)
+        if self.fit == "stretch":
+            return np.asarray(image.resize((self.crop[1], self.crop[0]), self._filter()))
+        if self.exact:
+            return np.asarray(self._resized_then_cropped(image, target))
         return np.asarray(self._resized_crop(image, target))
+
+    def _filter(self) -> Any:
+        from PIL import Image
+
+        return getattr(Image.Resampling, self.resample.upper())
+
+    def _resized_then_cropped(self, image: Any, target: int) -> Any:
+        """The shorter side resized to ``target`` (the longer one truncated to int), then the centre crop: the steps
+        and roundings of transformers' ``resize`` + ``center_crop``."""
+        width, height = image.size
+        if width <= height:
+            size = (target, int(target * height / width))
+        else:
+            size = (int(target * width / height), target)
+        resized = image.resize(size, self._filter())
+        crop_h, crop_w = self.crop
+        top, left = (size[1] - crop_h) // 2, (size[0] - crop_w) // 2
+        return resized.crop((left, top, left + crop_w, top + crop_h))
 
     def _resized_crop(self, image: Any, target: int) -> Any:
         """Resize the shorter side to ``target`` and take the centre crop, in one resize of the crop's box."""
-        from PIL import Image
-
         width, height = image.size
         factor = target / min(width, height)
         crop_h, crop_w = self.crop
         box_w, box_h = min(width, crop_w / factor), min(height, crop_h / factor)  # min: float rounding
         left, top = max(0.0, (width - box_w) / 2), max(0.0, (height - box_h) / 2)
-        return image.resize((crop_w, crop_h), Image.Resampling.BILINEAR, box=(left, top, left + box_w, top + box_h))
+        return image.resize((crop_w, crop_h), self._filter(), box=(left, top, left + box_w, top + box_h))
 
     def decode_many(self, images: Sequence[bytes | bytearray | memoryview], what: str = "image") -> np.ndarray:
         """Several encoded images of one request -> uint8 ``(n, height, width, channels)``."""

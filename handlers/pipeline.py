@@ -8,8 +8,8 @@ from __future__ import annotations
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -21,7 +21,7 @@ from handlers.bodies.open_inference import BINARY_CONTENT_TYPE, HEADER_LENGTH, V
 from handlers.bodies.request import BodyOptions, DecodedRequest, RequestInput
 from handlers.bodies.text import check_count
 from handlers.composition import member_probabilities
-from handlers.config import PROBABILITIES, HandlerConfig
+from handlers.config import PROBABILITIES, QUESTION_ANSWERING, HandlerConfig
 from handlers.encode import JSON_CONTENT_TYPE, encode_error, encode_npy, encode_predictions
 from handlers.errors import AnsweredError, RequestError
 from handlers.signature import Range
@@ -84,7 +84,9 @@ class InferencePipeline:
         self.text_encoder = text_encoder  # set when the archive ships a tokenizer.json
         self.images = self.signature.images
         self.body_options = BodyOptions(self.signature.names, tuple(self.task.v2_outputs), text_encoder is not None,
-                                        self.images, config.max_instances)
+                                        self.images, config.max_instances, self.signature.audio or None,
+                                        config.task == QUESTION_ANSWERING)
+        self.per_request = bool(getattr(self.task, "per_request", False))
         decoders = decode_threads(config.decode_threads, config.workers)
         self.decode_pool = ThreadPoolExecutor(decoders, "decode") if self.images and decoders > 1 else None
         self.sub_batch_policy = SubBatchPolicy(config.min_padding_efficiency, config.max_batch_tokens,
@@ -125,7 +127,10 @@ class InferencePipeline:
             decoded_requests.append((idx, decoded, media_type(request.accept) in BINARY_ANSWER_TYPES))
         tokenized = self._tokenized([decoded for _, decoded, _ in decoded_requests])
         accepted = []
-        for (idx, decoded, binary), arrays in zip(decoded_requests, tokenized):
+        for (idx, _, binary), (decoded, arrays) in zip(decoded_requests, tokenized):
+            if isinstance(arrays, RequestError):  # e.g. a question too long for the model
+                answers[idx] = _error_answer(arrays, decoded.protocol)
+                continue
             try:
                 arrays = self.signature.check_request(arrays, self.config.max_instances)
             except RequestError as error:
@@ -171,17 +176,37 @@ class InferencePipeline:
             decoded = decode_request(request, self.body_options)
             if decoded.texts is not None:
                 check_count(decoded.texts, self.config.max_instances)
+            if decoded.pairs is not None:
+                check_count(decoded.pairs, self.config.max_instances, "questions")
         except RequestError as error:
             return error
         return decoded
 
-    def _tokenized(self, decoded: list[DecodedRequest]) -> list[dict[str, np.ndarray]]:
-        """Each request's arrays; the texts of every text request in the batch tokenised in one call."""
+    def _tokenized(self, decoded: list[DecodedRequest]
+                   ) -> list[tuple[DecodedRequest, dict[str, np.ndarray] | RequestError]]:
+        """Each request's arrays; the texts (or question/context pairs) of every such request in the batch tokenised
+        in one call. Tasks that answer about the text get each request's tokens on its DecodedRequest."""
         texts = [d.texts for d in decoded if d.texts is not None]
-        if not texts:
-            return [d.arrays for d in decoded]
-        encoded = iter(self.text_encoder.encode(texts))  # type: ignore[union-attr]
-        return [next(encoded) if d.texts is not None else d.arrays for d in decoded]
+        pairs = [d.pairs for d in decoded if d.pairs is not None]
+        if not texts and not pairs:
+            return [(d, d.arrays) for d in decoded]
+        encoder = self.text_encoder
+        if self.per_request:  # a TextRequestEncoder: keeps the tokens, splits long contexts into windows
+            encoded_texts = iter(encoder.encode_texts(texts) if texts else ())  # type: ignore[union-attr]
+            encoded_pairs = iter(encoder.encode_pairs(pairs, self.config.max_instances) if pairs else ())  # type: ignore[union-attr]
+            out = []
+            for d in decoded:
+                if d.texts is None and d.pairs is None:
+                    out.append((d, d.arrays))
+                    continue
+                result = next(encoded_texts if d.texts is not None else encoded_pairs)
+                if isinstance(result, RequestError):
+                    out.append((d, result))
+                else:
+                    out.append((replace(d, tokens=result[1]), result[0]))
+            return out
+        encoded = iter(encoder.encode(texts))  # type: ignore[union-attr]
+        return [(d, next(encoded) if d.texts is not None else d.arrays) for d in decoded]
 
     def _infer(self, batch: Batch, accepted: list[Accepted], answers: list[Answer | None]) -> tuple[np.ndarray, ...] | None:
         """Run the batch once. A composed model's member failing or timing out answers every accepted request."""
@@ -202,6 +227,9 @@ class InferencePipeline:
         if self.config.output == PROBABILITIES:
             self._encode_probabilities(accepted, outputs[0], answers)
             return
+        if self.per_request:
+            self._encode_per_request(accepted, outputs, answers)
+            return
         wants_json = any(decoded.v2 is None and not binary for _, decoded, _, binary in accepted)
         rows = self.task.json_rows(outputs) if wants_json else []
         start = 0
@@ -216,8 +244,28 @@ class InferencePipeline:
                 answers[idx] = Answer(OK_STATUS, OK_PHRASE, encode_predictions(rows[start:stop]))
             start = stop
 
-    def _v2_answer(self, outputs: tuple[np.ndarray, ...], options: V2Options) -> Answer:
-        body, header_length = encode_v2(self.task.v2_tensors(outputs), self.model_name, options)
+    def _encode_per_request(self, accepted: list[Accepted], outputs: tuple[np.ndarray, ...],
+                            answers: list[Answer | None]) -> None:
+        """Token and span tasks: each request's rows, cropped to its own length, answered with its own tokens."""
+        task = self.task
+        start = 0
+        for idx, decoded, arrays, binary in accepted:
+            stop = start + _rows(arrays)
+            mine = tuple(o[start:stop] for o in outputs)
+            if decoded.v2 is not None:
+                answers[idx] = self._v2_answer(mine, decoded.v2, task.request_v2(mine, arrays))  # type: ignore[union-attr]
+            elif binary:
+                body, content_type = task.request_binary(mine, arrays)  # type: ignore[union-attr]
+                answers[idx] = Answer(OK_STATUS, OK_PHRASE, body, content_type)
+            else:
+                rows = task.request_rows(mine, arrays, decoded.tokens)  # type: ignore[union-attr]
+                answers[idx] = Answer(OK_STATUS, OK_PHRASE, encode_predictions(rows))
+            start = stop
+
+    def _v2_answer(self, outputs: tuple[np.ndarray, ...], options: V2Options,
+                   tensors: dict[str, Any] | None = None) -> Answer:
+        tensors = self.task.v2_tensors(outputs) if tensors is None else tensors
+        body, header_length = encode_v2(tensors, self.model_name, options)
         if header_length is None:
             return Answer(OK_STATUS, OK_PHRASE, body)
         return Answer(OK_STATUS, OK_PHRASE, body, BINARY_CONTENT_TYPE, ((HEADER_LENGTH, str(header_length)),))

@@ -17,6 +17,7 @@ import numpy as np
 from handlers.errors import ConfigError, InvalidInput, TooManyInstances
 
 if TYPE_CHECKING:
+    from handlers.audio import AudioPreprocess
     from handlers.image import ImagePreprocess
 
 DTYPES = ("float32", "float16", "float64", "int64", "int32", "uint8", "bool")
@@ -74,6 +75,7 @@ class InputSpec:
     max_value: float | None = None
     pad_value: float = 0
     image: ImagePreprocess | None = None  # an image input: requests send encoded images, decoded by this
+    audio: AudioPreprocess | None = None  # an audio input (samples [1..N]): requests may send WAV files
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -90,6 +92,11 @@ class InputSpec:
             if self.dtype != "float32" or self.dynamic:
                 raise ConfigError(f"image input '{self.name}' must be float32 with a fixed shape")
             self.image.check_shape(shape)
+        if self.audio is not None and (self.dtype != "float32" or len(shape) != 1 or not isinstance(shape[0], Range)):
+            raise ConfigError(f"audio input '{self.name}' must be float32 samples with one dynamic dimension, e.g. [400..160000]")
+        if self.audio is not None and (self.audio.min_samples, self.audio.max_samples) != (shape[0].low, shape[0].high):
+            raise ConfigError(f"audio input '{self.name}': clips of {self.audio.min_samples}..{self.audio.max_samples} "
+                              f"samples disagree with its shape {self.shape_text()}")
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> InputSpec:
@@ -100,6 +107,11 @@ class InputSpec:
                 from handlers.image import ImagePreprocess
 
                 image = ImagePreprocess.from_dict(raw["image"], [int(d) for d in raw["shape"]])
+            audio = None
+            if raw.get("audio") is not None:
+                from handlers.audio import AudioPreprocess
+
+                audio = AudioPreprocess.from_dict(raw["audio"], raw["shape"])
             return cls(
                 name=str(raw["name"]),
                 shape=tuple(parse_dim(d) for d in raw["shape"]),
@@ -108,6 +120,7 @@ class InputSpec:
                 max_value=_optional_float(raw.get("max")),
                 pad_value=float(raw.get("pad", 0)),
                 image=image,
+                audio=audio,
             )
         except KeyError as missing:
             raise ConfigError(f"an input needs {missing}; got keys {sorted(raw)}") from None
@@ -124,6 +137,8 @@ class InputSpec:
             out["pad"] = self.pad_value
         if self.image is not None:
             out["image"] = self.image.to_dict()
+        if self.audio is not None:
+            out["audio"] = self.audio.to_dict()
         return out
 
     @property
@@ -267,6 +282,11 @@ class Signature:
     def images(self) -> dict[str, ImagePreprocess]:
         """The image inputs by name, with their preprocessing (empty for a model that takes tensors)."""
         return {spec.name: spec.image for spec in self.inputs if spec.image is not None}
+
+    @property
+    def audio(self) -> dict[str, AudioPreprocess]:
+        """The audio inputs by name, with their preprocessing (empty for a model that takes no audio)."""
+        return {spec.name: spec.audio for spec in self.inputs if spec.audio is not None}
 
     def lengths(self) -> tuple[int, ...]:
         """The lengths every dynamic dimension is validated at: shortest, middle, longest (of the tightest range)."""

@@ -5,12 +5,14 @@
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
-from handlers.errors import ConfigError
+from handlers.config import QUESTION_ANSWERING, TOKEN_CLASSIFICATION, HandlerConfig
+from handlers.errors import ConfigError, InvalidInput, RequestError, TooManyInstances
 from handlers.signature import Range, Signature
 
 # Which part of a tokenizers Encoding feeds which model input.
@@ -52,3 +54,114 @@ class TextEncoder:
                 arrays[spec.name] = array
             out.append(arrays)
         return out
+
+
+@dataclass(frozen=True)
+class Tokens:
+    """The tokenizer's view of one request, for tasks that answer about the text itself: one Encoding per
+    instance row (its tokens, offsets into its text, special-token mask, word and sequence ids); for
+    question answering one row per window of a context, ``owners`` saying which pair each row is from."""
+
+    texts: list[str]  # token classification: the texts; question answering: the contexts
+    encodings: list[Any]
+    owners: list[int]
+    unk_id: int | None = None  # the unknown token's id: it shows the text it stands for
+    decode: Any = None  # tokens -> text (the tokenizer's decoder), for entities of several tokens
+
+
+class PairsTooLong(InvalidInput):
+    """A question leaves no room for its context within the model's length."""
+
+
+class TooManyWindows(TooManyInstances):
+    """A context needs more windows than one request may hold."""
+
+
+class TextRequestEncoder(TextEncoder):
+    """A TextEncoder that also keeps each request's Encodings (token classification) and splits long contexts
+    into overlapping windows (question answering, as transformers' pipeline does with ``doc_stride``)."""
+
+    def __init__(self, path: Path, signature: Signature, window: int | None = None, stride: int = 0) -> None:
+        super().__init__(path, signature)
+        self.window = min(window or self.max_length, self.max_length)
+        self.stride = stride
+        if self.stride >= self.window:
+            raise ConfigError(f"doc_stride {stride} must be less than the window of {self.window} tokens")
+        processor = self.tokenizer.post_processor
+        self.pair_specials = processor.num_special_tokens_to_add(True) if processor is not None else 0
+        unknown = getattr(self.tokenizer.model, "unk_token", None)
+        self.unk_id = self.tokenizer.token_to_id(unknown) if isinstance(unknown, str) else None
+        decoder = self.tokenizer.decoder
+        self.decode = decoder.decode if decoder is not None else None
+
+    def encode(self, requests: Sequence[list[str]]) -> list[dict[str, np.ndarray]]:
+        """As TextEncoder's (single texts, truncated at the declared maximum)."""
+        return [arrays for arrays, _ in self.encode_texts(requests)]
+
+    def encode_texts(self, requests: Sequence[list[str]]) -> list[tuple[dict[str, np.ndarray], Tokens]]:
+        """Like ``encode``, with each request's Encodings."""
+        self.tokenizer.enable_truncation(self.max_length)
+        encodings = self.tokenizer.encode_batch([text for texts in requests for text in texts])
+        out, start = [], 0
+        for texts in requests:
+            mine = encodings[start:start + len(texts)]
+            start += len(texts)
+            out.append((self._arrays(mine), Tokens(list(texts), mine, list(range(len(texts))), self.unk_id, self.decode)))
+        return out
+
+    def encode_pairs(self, requests: Sequence[list[tuple[str, str]]], max_rows: int
+                     ) -> list[tuple[dict[str, np.ndarray], Tokens] | RequestError]:
+        """Each request's (question, context) pairs as windows of at most ``window`` tokens overlapping by
+        ``stride``; a request whose question is too long, or whose contexts need more than ``max_rows``
+        windows, gets its error instead."""
+        pairs = [pair for request in requests for pair in request]
+        self.tokenizer.no_truncation()
+        questions = self.tokenizer.encode_batch([q for q, _ in pairs], add_special_tokens=False)
+        room = [self.window - len(q.ids) - self.pair_specials for q in questions]
+        fits = [r > self.stride for r in room]
+        # tokenizers panics (not raises) when the context has no room beyond the overlap: never ask it to
+        self.tokenizer.enable_truncation(self.window, stride=self.stride, strategy="only_second")
+        encoded = iter(self.tokenizer.encode_batch([p for p, ok in zip(pairs, fits) if ok]))
+        out: list[tuple[dict[str, np.ndarray], Tokens] | RequestError] = []
+        start = 0
+        for request in requests:
+            mine = range(start, start + len(request))
+            start += len(request)
+            windows, owners, error = [], [], None
+            for number, index in enumerate(mine):
+                if not fits[index]:
+                    error = error or PairsTooLong(
+                        f"question {number} is {len(questions[index].ids)} tokens; with the context in windows of "
+                        f"{self.window} tokens overlapping by {self.stride}, at most "
+                        f"{self.window - self.pair_specials - self.stride - 1} fit")
+                    continue
+                first = next(encoded)
+                for window in [first, *first.overflowing]:
+                    windows.append(window)
+                    owners.append(number)
+            if error is None and len(windows) > max_rows:
+                error = TooManyWindows(f"the contexts need {len(windows)} windows of {self.window} tokens; at most "
+                                       f"{max_rows} per request (shorten the contexts or send fewer questions)")
+            out.append(error if error is not None else
+                       (self._arrays(windows), Tokens([c for _, c in request], windows, owners, self.unk_id, self.decode)))
+        return out
+
+    def _arrays(self, encodings: Sequence[Any]) -> dict[str, np.ndarray]:
+        longest = max(1, max(len(e.ids) for e in encodings))
+        arrays = {}
+        for spec in self.signature.inputs:
+            array = np.full((len(encodings), longest), spec.pad_value, dtype=spec.dtype)
+            for row, encoding in enumerate(encodings):
+                values = getattr(encoding, ENCODING_FIELDS[spec.name])
+                array[row, :len(values)] = values
+            arrays[spec.name] = array
+        return arrays
+
+
+def make_text_encoder(path: Path, config: HandlerConfig) -> TextEncoder:
+    """The encoder a model's task needs: token and span tasks keep each request's tokens (and QA its windows)."""
+    if config.task == TOKEN_CLASSIFICATION:
+        return TextRequestEncoder(path, config.signature)
+    if config.task == QUESTION_ANSWERING:
+        return TextRequestEncoder(path, config.signature, config.window, config.doc_stride)
+    return TextEncoder(path, config.signature)

@@ -64,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     source = export.add_mutually_exclusive_group(required=True)
     source.add_argument("--demo", help="a trained demo model: digits_mlp or digits_cnn")
     source.add_argument("--factory", help="your model: 'package.module:function' returning an nn.Module")
+    source.add_argument("--transformers", type=Path, metavar="DIR",
+                        help="a transformers save_pretrained folder: task, labels, inputs, tokenizer and "
+                             "preprocessing are read from it (see docs/transformers.md)")
     export.add_argument("--weights", type=Path, help="state_dict file for --factory (loaded with weights_only=True)")
     export.add_argument("--name", help="model name (archive names derive from it)")
     export.add_argument("--task", choices=TASKS, help="what the outputs mean (required with --factory)")
@@ -82,8 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="multi-label: a class is predicted at or above this probability (default: %(default)s)")
     export.add_argument("--normalize", action="store_true", help="embedding: L2-normalise each vector")
     export.add_argument("--heldout", type=Path,
-                        help="held-out inputs to validate on: .npy [N, *shape], .npz with one array per input, or "
-                             "(image inputs) a directory of image files")
+                        help="held-out inputs to validate on: .npy [N, *shape], .npz with one array per input, "
+                             "(image inputs) a directory of image files; --transformers also: a .txt of sentences "
+                             "(question<TAB>context lines for QA) or a directory of WAV files")
     export.add_argument("--tokenizer", type=Path,
                         help="a tokenizers tokenizer.json shipped in the archive: requests may then send text")
     export.add_argument("--rtol", type=float, default=defaults.DEFAULT_RTOL,
@@ -93,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     formats = ",".join(defaults.FORMATS)
     export.add_argument("--formats", default=formats,
                         help=f"comma-separated subset of {formats} (aoti = model.pt2, needs a C++ compiler)")
+    _add_checkpoint_arguments(export)
     add_image_arguments(export)
     _add_batching_arguments(export)
     _add_dir(export, "--build-dir", build, "the model's folder is written to BUILD_DIR/NAME")
@@ -221,6 +226,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help="export, validate and archive on this machine, to carry to a GPU machine")
     served.set_defaults(run=_gpu_served)
 
+    zoo = commands.add_parser("zoo-report", help="every zoo architecture exported with --transformers, each format and "
+                              "dynamic INT8 validated -> reports/zoo.md (about half an hour on 2 cores)")
+    _add_dir(zoo, "--build-dir", build / "zoo", "where each architecture's folder and exports are written")
+    _add_dir(zoo, "--reports-dir", reports, "where zoo.{md,json} go")
+    zoo.add_argument("--only", default="", help="comma-separated zoo names (default: all)")
+    zoo.add_argument("--resume", action="store_true", help="keep the rows reports/zoo.json holds; measure the rest")
+    zoo.set_defaults(run=_zoo_report)
+
     gpu = commands.add_parser("gpu-report", help="every variant in-process on GPU vs this machine's CPU -> reports/gpu.md")
     add_gpu_report_arguments(gpu)
     gpu.set_defaults(run=_gpu_report)
@@ -248,6 +261,22 @@ def servekit_version() -> str:
 def one_line(err: BaseException) -> str:
     """An error's message on one line: a multi-line report (export validation) joined with '; '."""
     return "; ".join(line.strip() for line in str(err).splitlines() if line.strip()) or type(err).__name__
+
+
+def _add_checkpoint_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--transformers`` options: what the folder may not say, or what to serve differently."""
+    from handlers.config import AGGREGATIONS, DEFAULT_AGGREGATION
+    from servekit.build.defaults import DEFAULT_MAX_SECONDS, POOLINGS
+
+    group = parser.add_argument_group("transformers folder (--transformers DIR)")
+    group.add_argument("--pooling", choices=POOLINGS, help="a base model (no head): serve embeddings pooled so")
+    group.add_argument("--max-length", type=int, help="text: the longest input in tokens (default: the model's, at most 512)")
+    group.add_argument("--max-seconds", type=float, default=DEFAULT_MAX_SECONDS,
+                       help="audio: the longest clip, in seconds (default: %(default)s)")
+    group.add_argument("--aggregation", choices=AGGREGATIONS, default=DEFAULT_AGGREGATION,
+                       help="token classification: every token (none) or entities (simple) (default: %(default)s)")
+    group.add_argument("--pad-token-id", type=int, help="the padding id when config.json has none (GPT-2 classifiers)")
+    group.add_argument("--architecture", help="the model class when config.json names none or several")
 
 
 def _add_batching_arguments(parser: argparse.ArgumentParser) -> None:
@@ -287,6 +316,14 @@ def _export(args: argparse.Namespace) -> int:
         model, build, heldout = demo_build_inputs(args.demo, args.build_dir, _batching(args))
         export_build(model, replace(build, formats=parse_formats(args.formats)), heldout, args.build_dir,
                      args.rtol, args.atol)
+        return 0
+    if args.transformers:
+        from servekit.build.checkpoint.derive import CheckpointOptions
+        from servekit.build.checkpoint.export import TransformersOptions, export_transformers
+
+        checkpoint = _options(CheckpointOptions, args, image_crop=args.image_crop)
+        export_transformers(_options(TransformersOptions, args, folder=args.transformers, checkpoint=checkpoint,
+                                     batching=_batching(args)))
         return 0
     export_user_model(_options(ExportOptions, args, inputs=tuple(args.inputs or ()),
                                outputs=tuple(args.outputs or ()), batching=_batching(args)))
@@ -386,6 +423,13 @@ def _soak(args: argparse.Namespace) -> int:
     from servekit.measure.soak import run_soak
 
     return 0 if run_soak(args.build_dir, args.reports_dir, args.minutes, args.concurrency)["passed"] else 1
+
+
+def _zoo_report(args: argparse.Namespace) -> int:
+    from servekit.measure.zoo_report import run_zoo_report
+
+    rows = run_zoo_report(args.build_dir, args.reports_dir, tuple(n for n in args.only.split(",") if n), args.resume)
+    return 0 if all(row.as_expected for row in rows) else 1
 
 
 def _gpu_report(args: argparse.Namespace) -> int:

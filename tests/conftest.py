@@ -116,9 +116,23 @@ def image_model(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Pat
     return build_once(tmp_path_factory, worker_id, "image_models", export_tiny_vision)
 
 
+@pytest.fixture(scope="session")
+def checkpoints(tmp_path_factory: pytest.TempPathFactory, worker_id: str):
+    """The new tasks and bodies from tiny save_pretrained folders, exported once per run with --transformers:
+    a trained NER model, an extractive QA model, an image and an audio classifier, a mean-pooled embedder."""
+    from servekit.examples.zoo import export_checkpoint
+
+    def export_all(root: Path) -> dict:
+        return {name: export_checkpoint(name, root, trained=name == "bert-ner")
+                for name in ("bert-ner", "bert-qa", "vit", "wav2vec2", "bert-embedder")}
+
+    return build_once(tmp_path_factory, worker_id, "checkpoints", export_all)
+
+
 # `make check` runs the unit tests that need no model build: these fixtures build or export models (seconds
 # to minutes), and these tests export, compile or start pytest themselves.
-HEAVY_FIXTURES = {"built_models", "variant_results", "any_models", "bert_build", "image_model", "mlp_handler"}
+HEAVY_FIXTURES = {"built_models", "variant_results", "any_models", "bert_build", "image_model", "mlp_handler",
+                  "checkpoints"}
 HEAVY_FILES = {"test_aoti.py", "test_cli_export.py", "test_live_requirements.py", "test_build_atomic.py",
                "test_validate.py", "test_optimize.py", "test_ort_telemetry.py", "test_backend_threads.py",
                "test_cli_help.py", "test_any_model_handler.py", "test_text_in.py", "test_text_model.py",
@@ -130,7 +144,7 @@ HEAVY_TESTS = {"test_image_options_make_the_only_input_an_image", "test_export_r
 NEEDS_DEMO_MODELS = ("test_composition_served.py", "test_variants.py", "test_variants_served.py", "test_bert_served.py",
                      "test_any_model_served.py", "test_reliability.py", "test_images_served.py", "test_docs_run.py",
                      "test_text_model.py", "test_aoti_served.py", "test_container_start.py", "test_serving.py")
-INDEPENDENT = ("test_aoti.py", "test_cli_export.py", "test_image.py", "test_image_handler.py", "test_wheel.py",
+INDEPENDENT = ("test_transformers_served.py", "test_zoo.py", "test_aoti.py", "test_cli_export.py", "test_image.py", "test_image_handler.py", "test_wheel.py",
                "test_live_requirements.py", "test_cli_help.py", "test_backend_threads.py", "test_ort_telemetry.py",
                "test_deploy_manifests.py", "test_validate.py", "test_build_atomic.py")
 LONG_FILES = tuple(name for pair in zip(NEEDS_DEMO_MODELS, INDEPENDENT) for name in pair)

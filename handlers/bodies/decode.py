@@ -8,13 +8,14 @@ from typing import Any, Sequence
 import numpy as np
 
 from handlers.bodies.arrays import arrays_from_json
+from handlers.bodies.audio import decode_audio_request
 from handlers.bodies.common import JSON_TYPES, media_type, parse_json, starts_like
 from handlers.bodies.images import decode_image_request
 from handlers.bodies.npy import NPY_MAGIC, NPY_TYPES, decode_npy
 from handlers.bodies.npz import decode_npz
 from handlers.bodies.open_inference import V2, decode_v2, is_v2, v2_document
 from handlers.bodies.request import BodyOptions, DecodedRequest, RequestInput
-from handlers.bodies.text import TEXT_TYPES, text_from_plain, texts_from_json
+from handlers.bodies.text import PAIR_EXAMPLE, TEXT_TYPES, pairs_from_json, text_from_plain, texts_from_json
 from handlers.errors import MalformedRequest, RequestError, UnsupportedMediaType
 
 NPZ_TYPES = ("application/x-npz", "application/npz")
@@ -37,20 +38,28 @@ def decode_request(request: RequestInput, options: BodyOptions) -> DecodedReques
     """
     if options.images:
         return decode_image_request(request, options)
+    if options.audio:
+        return decode_audio_request(request, options)
     payload, names = request.payload, options.input_names
     if request.header_length is not None:
         return _decoded_v2(payload, names, options.answer_names, request.header_length)
     document = payload
     kind = media_type(request.content_type)
     if options.accepts_text and kind in TEXT_TYPES:
+        if options.text_pairs:
+            raise UnsupportedMediaType(f"this model answers questions about a text: send JSON {PAIR_EXAMPLE}")
         return DecodedRequest({}, texts=text_from_plain(payload))
     # Triton's client sends v2 JSON without a content type: sniff it, as decode_arrays does.
     if isinstance(payload, (bytes, bytearray, str)) and payload and (
             kind in JSON_TYPES or (kind == "" and sniff_media_type(payload) in JSON_TYPES)):
         document = parse_json(payload)
+    if options.text_pairs:  # before v2: {"inputs": [{"question", "context"}, ...]} is a list of inputs too
+        pairs = pairs_from_json(document)
+        if pairs is not None:
+            return DecodedRequest({}, pairs=pairs)
     if is_v2(document):
         return _decoded_v2(document, names, options.answer_names)
-    texts = texts_from_json(document) if options.accepts_text else None
+    texts = texts_from_json(document) if options.accepts_text and not options.text_pairs else None
     if texts is not None:
         return DecodedRequest({}, texts=texts)
     return DecodedRequest(decode_arrays(document, request.content_type, names))

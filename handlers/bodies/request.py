@@ -10,6 +10,7 @@ from handlers.bodies.open_inference import OUTPUTS, PLAIN, V2, V2Options
 from handlers.errors import MalformedRequest
 
 if TYPE_CHECKING:
+    from handlers.audio import AudioPreprocess
     from handlers.image import ImagePreprocess
 
 
@@ -35,6 +36,8 @@ class BodyOptions:
     accepts_text: bool = False
     images: Mapping[str, ImagePreprocess] | None = None
     max_instances: int | None = None
+    audio: Mapping[str, AudioPreprocess] | None = None  # an audio model: WAV bodies, decoded by this
+    text_pairs: bool = False  # extractive question answering: {"question": ..., "context": ...} bodies
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,8 @@ class DecodedRequest:
     arrays: dict[str, np.ndarray]
     v2: V2Options | None = None
     texts: list[str] | None = None  # a text request: the pipeline tokenises the batch's texts at once
+    pairs: list[tuple[str, str]] | None = None  # a question answering request: (question, context) each
+    tokens: Any = None  # set by the pipeline after tokenising: the tokenizer's view of this request's texts
 
     @property
     def protocol(self) -> str:

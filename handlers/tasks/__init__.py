@@ -1,7 +1,9 @@
 """What a model's outputs mean: one module per task turns a batch's outputs into answers.
 
 Every task answers the same three ways: JSON rows (one object per instance), a binary body
-(``Accept: application/x-npy``), and Open Inference Protocol (v2) tensors.
+(``Accept: application/x-npy``), and Open Inference Protocol (v2) tensors. Tasks that answer about the
+request's own text (token classification, question answering) are ``RequestTask``s: they get one
+request's outputs at a time, with its arrays (its own length) and its tokens (offsets into its text).
 """
 from __future__ import annotations
 
@@ -9,7 +11,8 @@ from typing import Any, Protocol, Sequence
 
 import numpy as np
 
-from handlers.config import CLASSIFICATION, EMBEDDING, REGRESSION, HandlerConfig
+from handlers.config import (CLASSIFICATION, EMBEDDING, QUESTION_ANSWERING, REGRESSION, TOKEN_CLASSIFICATION,
+                             HandlerConfig)
 
 
 class Task(Protocol):
@@ -27,7 +30,23 @@ class Task(Protocol):
         """v2 outputs by name: datatype, shape, values."""
 
 
-def make_task(config: HandlerConfig) -> Task:
+class RequestTask(Protocol):
+    """A task whose answers depend on each request's own tokens: called once per request."""
+
+    per_request: bool  # True
+    v2_outputs: tuple[str, ...]
+
+    def request_rows(self, outputs: Sequence[np.ndarray], arrays: dict[str, np.ndarray], tokens: Any) -> list[str]:
+        """The request's JSON objects: one per text (or question), or per instance of a token-id request."""
+
+    def request_binary(self, outputs: Sequence[np.ndarray], arrays: dict[str, np.ndarray]) -> tuple[bytes, str]:
+        """The request's outputs cropped to its own length, as .npy/.npz."""
+
+    def request_v2(self, outputs: Sequence[np.ndarray], arrays: dict[str, np.ndarray]) -> dict[str, tuple[str, list[int], Any]]:
+        """The request's v2 tensors, cropped to its own length."""
+
+
+def make_task(config: HandlerConfig) -> Task | RequestTask:
     """The task module that model-config.yaml's ``handler.task`` names."""
     if config.task == CLASSIFICATION:
         from handlers.tasks.classification import Classification
@@ -41,4 +60,12 @@ def make_task(config: HandlerConfig) -> Task:
         from handlers.tasks.embedding import Embedding
 
         return Embedding(config.signature.outputs[0], config.normalize)
+    if config.task == TOKEN_CLASSIFICATION:
+        from handlers.tasks.token_classification import TokenClassification
+
+        return TokenClassification(config.labels, config.aggregation)
+    if config.task == QUESTION_ANSWERING:
+        from handlers.tasks.question_answering import QuestionAnswering
+
+        return QuestionAnswering(config.signature.outputs, config.max_answer_length)
     raise ValueError(f"no task {config.task!r}")

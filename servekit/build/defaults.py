@@ -17,3 +17,5 @@ MIN_AGREEMENT = 0.99                        # variant gate: top-1 agreement with
 DEFAULT_BUILD_DIR = Path("build")
 DEFAULT_MODEL_STORE = Path("model_store")
 DEFAULT_REPORTS_DIR = Path("reports")
+POOLINGS = ("mean", "cls")                  # --transformers on a base model: how token states become one vector
+DEFAULT_MAX_SECONDS = 10.0                  # --transformers audio: the longest clip

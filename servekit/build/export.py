@@ -8,7 +8,7 @@ import shutil
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
@@ -46,6 +46,9 @@ class ExportSpec:
     output_name: str = OUTPUT_NAME
     opset: int = ONNX_OPSET
     signature: Signature | None = None
+    # Real inputs to trace with, by input name ([>= TRACE_BATCH, ...] at the trace length): a model whose code
+    # branches on values (an attention mask with or without padding) is traced on the branch it will serve.
+    examples: Mapping[str, np.ndarray] | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if self.signature is None:
@@ -58,9 +61,10 @@ class ExportSpec:
             object.__setattr__(self, "output_name", self.signature.outputs[0])
 
     @classmethod
-    def of(cls, signature: Signature, opset: int = ONNX_OPSET) -> ExportSpec:
-        """The spec of any signature."""
-        return cls(opset=opset, signature=signature)
+    def of(cls, signature: Signature, opset: int = ONNX_OPSET,
+           examples: Mapping[str, np.ndarray] | None = None) -> ExportSpec:
+        """The spec of any signature (``examples``: real inputs to trace with)."""
+        return cls(opset=opset, signature=signature, examples=examples)
 
     def trace_length(self) -> int | None:
         """The length every dynamic dimension has while tracing: a middle one, never the batch size."""
@@ -73,6 +77,10 @@ class ExportSpec:
     def example(self, batch_size: int = TRACE_BATCH) -> torch.Tensor | tuple[torch.Tensor, ...]:
         """A dummy batch to trace with (batch > 1 so nothing specializes on 1); a tuple for several inputs."""
         length = self.trace_length()
+        if self.examples is not None and all(len(self.examples[s.name]) >= batch_size for s in self.signature.inputs):
+            tensors = tuple(torch.from_numpy(np.ascontiguousarray(self.examples[s.name][:batch_size], dtype=s.dtype))
+                            for s in self.signature.inputs)
+            return tensors[0] if len(tensors) == 1 else tensors
         tensors = tuple(_example_tensor(spec, batch_size, length) for spec in self.signature.inputs)
         return tensors[0] if len(tensors) == 1 else tensors
 

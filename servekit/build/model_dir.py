@@ -46,6 +46,7 @@ class ModelBuild:
     formats: tuple[str, ...] = FORMATS
     task: Mapping[str, Any] = field(default_factory=dict)  # task, multi_label, threshold, normalize
     tokenizer: Path | None = None  # a tokenizers tokenizer.json: the archive then also takes text
+    examples: Mapping[str, np.ndarray] | None = None  # real inputs to trace with (see ExportSpec.examples)
 
     @property
     def signature(self) -> Signature:
@@ -68,7 +69,7 @@ def build_model_dir(model: nn.Module, build: ModelBuild, heldout: np.ndarray | d
 
         TextEncoder(build.tokenizer, build.signature)  # a tokenizer that cannot feed these inputs fails here
         task["tokenizer"] = TOKENIZER_FILE
-    spec = ExportSpec.of(build.signature)
+    spec = ExportSpec.of(build.signature, examples=build.examples)
     # The settings first (a wrong one is refused before anything is exported), then the labels against the model.
     config = model_config(build.signature, build.labels, build.batching, top_k=build.top_k, output=build.output, **task)
     check_label_count(model, spec, build.labels)

@@ -147,3 +147,67 @@ def png_declaring(width: int, height: int) -> bytes:
     small = encode(np.zeros((1, 1), np.uint8), "PNG")
     chunk = b"IHDR" + struct.pack(">II", width, height) + small[24:29]
     return small[:8] + small[8:12] + chunk + struct.pack(">I", zlib.crc32(chunk)) + small[33:]
+
+
+def bad_audio(input_name: str, max_seconds: float, max_instances: int, sampling_rate: int = 16_000) -> list[BadInput]:
+    """Every bad-audio case for a model whose samples input is ``input_name`` (clips up to ``max_seconds``)."""
+    import base64
+
+    from servekit.examples.zoo import tone, wav_bytes
+
+    good = wav_bytes(tone(0.3, rate=sampling_rate), sampling_rate)
+    b64 = base64.b64encode(good).decode()
+    return [
+        BadInput("truncated WAV", good[:60], "audio/wav", 400, "truncated"),
+        BadInput("not a WAV", b"not a wav at all", "audio/wav", 400, "not a WAV file"),
+        BadInput("empty audio body", b"", "audio/wav", 400, "empty"),
+        BadInput("MP3 bytes sent as WAV", b"ID3\x04\x00\x00\x00\x00\x00\x00 mp3 bytes", "audio/wav", 415, "is MP3"),
+        BadInput("MP3 content type", b"\xff\xfb\x90\x00 mp3 frame", "audio/mpeg", 415, "audio/mpeg"),
+        BadInput("clip too long", wav_bytes(tone(max_seconds + 1.0, rate=sampling_rate), sampling_rate), "audio/wav",
+                 413, "refused before decoding"),
+        BadInput("clip too short", wav_bytes(tone(0.005, rate=sampling_rate), sampling_rate), "audio/wav", 422,
+                 "lasts 0.005 s"),
+        BadInput("rate that does not resample cheaply", wav_bytes(tone(0.3, rate=44_099), 44_099), "audio/wav", 422,
+                 "does not resample cheaply"),
+        BadInput("base64 that is not", _json({"audio": "!!not base64!!"}), JSON, 400, "not valid base64"),
+        BadInput("more clips than allowed", _json({"audio": [b64] * (max_instances + 1)}), JSON, 413,
+                 f"{max_instances + 1} clips"),
+        BadInput("audio JSON with another key", _json({"audio": b64, "extra": 1}), JSON, 400, "JSON body must be"),
+        BadInput("v2 BYTES count mismatch", _json({"inputs": [{"name": input_name, "shape": [2], "datatype": "BYTES",
+                                                               "data": [b64]}]}), JSON, 400, "says 2 clips"),
+        BadInput("an image for an audio model", b"\x89PNG\r\n\x1a\n" + bytes(40), "image/png", 415, "not a WAV file"),
+    ]
+
+
+def bad_questions(max_instances: int) -> list[BadInput]:
+    """Every bad body for an extractive question answering model (question/context JSON)."""
+    good = {"question": "who works ?", "context": "john works"}
+    return [
+        BadInput("question without context", _json({"question": "who ?"}), JSON, 400, "exactly the keys"),
+        BadInput("empty question", _json({"question": " ", "context": "x"}), JSON, 400, "non-empty strings"),
+        BadInput("question not a string", _json({"inputs": [good, {"question": 1, "context": "x"}]}), JSON, 400,
+                 "non-empty strings"),
+        BadInput("question too long for any window", _json({"question": "who " * 1000, "context": "x"}), JSON, 422,
+                 "at most"),
+        BadInput("context needing too many windows", _json({"question": "who ?", "context": "paris " * 20_000}), JSON,
+                 413, "windows"),
+        BadInput("more questions than allowed", _json({"inputs": [good] * (max_instances + 1)}), JSON, 413,
+                 f"{max_instances + 1} questions"),
+        BadInput("plain text to a QA model", b"who works?", "text/plain", 415, "answers questions"),
+        BadInput("QA body that is not JSON", b'{"question": "who', JSON, 400, "not valid JSON"),
+    ]
+
+
+def bad_texts(max_instances: int, input_names: Sequence[str] = ("input_ids", "attention_mask")) -> list[BadInput]:
+    """Every bad text body for a model that takes text (token classification among them) through ``input_names``."""
+    too_far = {name: [[2, 10**6, 3] if name == "input_ids" else [0, 0, 0] if name == "token_type_ids" else [1, 1, 1]]
+               for name in input_names}
+    return [
+        BadInput("empty text list", _json({"text": []}), JSON, 400, "non-empty list of strings"),
+        BadInput("text not a string", _json({"text": [1, 2]}), JSON, 400, "non-empty list of strings"),
+        BadInput("text body not UTF-8", b"\xff\xfe\xfa", "text/plain", 400, "not valid UTF-8"),
+        BadInput("empty text body", b"", "text/plain", 400, "empty"),
+        BadInput("more texts than allowed", _json({"text": ["a"] * (max_instances + 1)}), JSON, 413,
+                 f"{max_instances + 1} texts"),
+        BadInput("token ids past the vocabulary", _json({"inputs": too_far}), JSON, 422, "above the allowed maximum"),
+    ]

@@ -52,6 +52,7 @@ def run_reliability(build_dir: Path, reports_dir: Path) -> dict:
                 print(f"  {archive_name}: {sum(o.passed for o in outcomes)}/{len(outcomes)} bad inputs answered as "
                       f"expected; {good_failures} good batch-mates harmed")
         _image_matrix(client, doc, TINY_NAME, TINY_MAX_PIXELS)
+        _checkpoint_matrix(client, doc, build_dir, store)
         mlp_shape = shapes["digits_mlp"]
         for fault in (kill_worker_under_load(client, "digits_mlp_onnx", mlp_shape),
                       scale_under_load(client, "digits_mlp_ts", mlp_shape),
@@ -89,6 +90,32 @@ def _image_matrix(client, doc: dict, name: str, max_pixels: int) -> None:
                               "healthy_after": client.ping()})
         print(f"  {archive_name}: {sum(o.passed for o in outcomes)}/{len(outcomes)} bad images answered as "
               f"expected; {good_failures} good batch-mates harmed")
+
+
+def _checkpoint_matrix(client, doc: dict, build_dir: Path, store: Path) -> None:
+    """Bad audio, questions and texts against transformers checkpoints exported with --transformers (the zoo's)."""
+    import json
+
+    from servekit.examples.zoo import export_checkpoint, tone, wav_bytes
+    from servekit.measure.bad_inputs import bad_audio, bad_questions, bad_texts
+
+    kinds = {"wav2vec2": (lambda: bad_audio("input_values", 1.0, 64), (wav_bytes(tone(0.3)), "audio/wav")),
+             "bert-qa": (lambda: bad_questions(64),
+                         (json.dumps({"question": "who ?", "context": "john works"}).encode(), "application/json")),
+             "bert-ner": (lambda: bad_texts(64, ("input_ids", "attention_mask", "token_type_ids")),
+                          (json.dumps({"text": "john works in paris"}).encode(), "application/json"))}
+    for name, (cases, good) in kinds.items():
+        exported = export_checkpoint(name, build_dir / "zoo_reliability")
+        run_archive_sh([exported.directory], store, quiet=True)
+        archive_name = f"{name}_onnx"
+        client.register(f"{archive_name}.mar", batch_size=BATCH_SIZE, max_batch_delay_ms=10)
+        bad = cases()
+        outcomes, good_failures = run_matrix(client, archive_name, (), bad, BATCH_SIZE, good)
+        doc["matrix"].append({"archive": archive_name, "cases": [asdict(o) for o in outcomes],
+                              "good_requests": len(bad), "good_failures": good_failures,
+                              "healthy_after": client.ping()})
+        print(f"  {archive_name}: {sum(o.passed for o in outcomes)}/{len(outcomes)} bad bodies answered as expected; "
+              f"{good_failures} good batch-mates harmed")
 
 
 def access_checks(client) -> list[dict]:
