@@ -17,13 +17,16 @@ from handlers.backends import Backend
 from handlers.bodies.common import media_type
 from handlers.bodies.decode import decode_request
 from handlers.bodies.npy import NPY_TYPES
-from handlers.bodies.open_inference import BINARY_CONTENT_TYPE, HEADER_LENGTH, V2, V2Options, encode_v2, encode_v2_error
+from handlers.bodies.open_inference import (BINARY_CONTENT_TYPE, HEADER_LENGTH, PLAIN, V2, V2Options, encode_v2,
+                                            encode_v2_error)
 from handlers.bodies.request import BodyOptions, DecodedRequest, RequestInput
 from handlers.bodies.text import check_count
 from handlers.composition import member_probabilities
 from handlers.config import PROBABILITIES, HandlerConfig
 from handlers.encode import JSON_CONTENT_TYPE, encode_error, encode_npy, encode_predictions
-from handlers.errors import AnsweredError, RequestError
+from handlers.errors import (AnsweredError, AnswerTooLarge, MalformedRequest, NonFiniteOutput, RequestError, TooComplex,
+                             quoted)
+from handlers.image import PixelBudget
 from handlers.tasks import Task, make_task
 from handlers.text_encoder import TextEncoder
 
@@ -55,6 +58,7 @@ class Answer:
     body: bytes
     content_type: str = JSON_CONTENT_TYPE
     headers: tuple[tuple[str, str], ...] = ()
+    protocol: str = PLAIN  # the protocol the request spoke (an error in its place uses the same)
 
 
 Batch = dict[str, np.ndarray]  # input name -> [n, ...]
@@ -74,7 +78,10 @@ class InferencePipeline:
         self.text_encoder = text_encoder  # set when the archive ships a tokenizer.json
         self.images = self.signature.images
         self.body_options = BodyOptions(self.signature.names, tuple(self.task.v2_outputs), text_encoder is not None,
-                                        self.images, config.max_instances)
+                                        self.images, config.max_instances,
+                                        text_encoder.max_chars if text_encoder is not None else None)
+        # Decoded image pixels one batch may spend: the smallest budget of the model's image inputs.
+        self.batch_pixels = min((image.max_batch_pixels for image in self.images.values()), default=None)
         # Pillow releases the GIL while decoding, so a batch's images decode in parallel. Measured on 2
         # cores (ResNet-18, JPEG bodies, c=16): 2 decode threads served 1.10x the images of 1 thread.
         decode_threads = config.decode_threads or max(DEFAULT_DECODE_THREADS, config.intra_op_threads())
@@ -99,7 +106,16 @@ class InferencePipeline:
         missing = [idx for idx, answer in enumerate(answers) if answer is None]
         if missing:
             raise RuntimeError(f"requests {missing} got no answer")
-        return answers, times  # type: ignore[return-value]
+        return [self._bounded(answer) for answer in answers], times  # type: ignore[arg-type]
+
+    def _bounded(self, answer: Answer) -> Answer:
+        """The answer, or a 413 in its place when its body would pass the response size limit (TorchServe's
+        frontend would drop the worker and fail every request of the batch)."""
+        if len(answer.body) <= self.config.max_response_bytes:
+            return answer
+        error = AnswerTooLarge(f"the answer would be {len(answer.body):,} bytes; at most {self.config.max_response_bytes:,}: "
+                               "send fewer instances per request, or ask for a binary answer (Accept: application/x-npy)")
+        return _error_answer(error, answer.protocol)
 
     def _decode_and_validate(self, requests: Sequence[RequestInput], answers: list[Answer | None]
                              ) -> tuple[list[Accepted], Batch | None]:
@@ -108,7 +124,12 @@ class InferencePipeline:
         Returns the accepted requests and their batch, padded to its longest (None when nothing was accepted).
         """
         decoded_requests: list[tuple[int, DecodedRequest, bool]] = []
-        results = self.decode_pool.map(self._decoded, requests) if self.decode_pool else map(self._decoded, requests)
+        budget = PixelBudget(self.batch_pixels) if self.batch_pixels is not None else None
+
+        def decoded_or_error(request: RequestInput) -> DecodedRequest | RequestError:
+            return self._decoded(request, budget)
+
+        results = self.decode_pool.map(decoded_or_error, requests) if self.decode_pool else map(decoded_or_error, requests)
         for idx, (request, decoded) in enumerate(zip(requests, results)):
             if isinstance(decoded, RequestError):
                 answers[idx] = _error_answer(decoded, decoded.protocol)
@@ -118,9 +139,14 @@ class InferencePipeline:
         accepted = []
         for (idx, decoded, binary), arrays in zip(decoded_requests, tokenized):
             try:
+                if isinstance(arrays, RequestError):
+                    raise arrays
                 arrays = self.signature.check_request(arrays, self.config.max_instances)
             except RequestError as error:
                 answers[idx] = _error_answer(error, decoded.protocol)
+                continue
+            except Exception as error:  # a check that raised on an array nobody foresaw: that request's 400
+                answers[idx] = _error_answer(_unforeseen(error, requests[idx], "checking its inputs"), decoded.protocol)
                 continue
             accepted.append((idx, decoded, arrays, binary))
         if not accepted:
@@ -132,23 +158,37 @@ class InferencePipeline:
             batch = self.signature.stack([arrays for _, _, arrays, _ in accepted]) if accepted else None
         return accepted, batch
 
-    def _decoded(self, request: RequestInput) -> DecodedRequest | RequestError:
-        """One request's body decoded, or the error it is answered with."""
+    def _decoded(self, request: RequestInput, budget: PixelBudget | None = None) -> DecodedRequest | RequestError:
+        """One request's body decoded, or the error it is answered with: whatever a decoder raises stays that
+        request's answer (a 400 naming the exception, logged with the request id), never the batch's."""
         try:
-            decoded = decode_request(request, self.body_options)
+            decoded = decode_request(request, self.body_options, budget)
             if decoded.texts is not None:
                 check_count(decoded.texts, self.config.max_instances)
         except RequestError as error:
             return error
+        except MemoryError:
+            return TooComplex("the body needs more memory to decode than this worker has")
+        except Exception as error:  # a decoder (ours, numpy, Pillow, zipfile) failing on bytes nobody foresaw
+            return _unforeseen(error, request, "decoding its body")
         return decoded
 
-    def _tokenized(self, decoded: list[DecodedRequest]) -> list[dict[str, np.ndarray]]:
-        """Each request's arrays; the texts of every text request in the batch tokenised in one call."""
+    def _tokenized(self, decoded: list[DecodedRequest]) -> list[dict[str, np.ndarray] | RequestError]:
+        """Each request's arrays; the texts of every text request in the batch tokenised in one call. When that
+        call fails, each text request is tokenised alone, so only the one the tokenizer refuses gets a 400."""
         texts = [d.texts for d in decoded if d.texts is not None]
         if not texts:
             return [d.arrays for d in decoded]
-        encoded = iter(self.text_encoder.encode(texts))  # type: ignore[union-attr]
-        return [next(encoded) if d.texts is not None else d.arrays for d in decoded]
+        encoder = self.text_encoder
+        try:
+            encoded: list = encoder.encode(texts)  # type: ignore[union-attr]
+        except Exception:  # noqa: BLE001 - retried per request just below; each failure is answered and logged
+            logger.warning("the batch's tokenizer call failed; tokenising its %d text requests one by one", len(texts))
+            encoded = [MalformedRequest(f"the tokenizer refused this text ({type(result).__name__}: "
+                                        f"{quoted(str(result), 200)})") if isinstance(result, Exception) else result
+                       for result in encoder.encode_each(texts)]  # type: ignore[union-attr]
+        results = iter(encoded)
+        return [next(results) if d.texts is not None else d.arrays for d in decoded]
 
     def _infer(self, batch: Batch, accepted: list[Accepted], answers: list[Answer | None]) -> tuple[np.ndarray, ...] | None:
         """Run the batch once. A composed model's member failing or timing out answers every accepted request."""
@@ -170,11 +210,15 @@ class InferencePipeline:
             self._encode_probabilities(accepted, outputs[0], answers)
             return
         wants_json = any(decoded.v2 is None and not binary for _, decoded, _, binary in accepted)
-        rows = self.task.json_rows(outputs) if wants_json else []
+        finite = _finite_rows(outputs)
+        with np.errstate(all="ignore"):  # non-finite rows are never answered; their warnings say nothing new
+            rows = self.task.json_rows(outputs) if wants_json else []
         start = 0
         for idx, decoded, arrays, binary in accepted:
             stop = start + _rows(arrays)
-            if decoded.v2 is not None:
+            if not finite[start:stop].all():
+                answers[idx] = _error_answer(self._non_finite(outputs, finite, start, stop), decoded.protocol)
+            elif decoded.v2 is not None:
                 answers[idx] = self._v2_answer(tuple(o[start:stop] for o in outputs), decoded.v2)
             elif binary:
                 body, content_type = self.task.binary(tuple(o[start:stop] for o in outputs))
@@ -186,17 +230,32 @@ class InferencePipeline:
     def _v2_answer(self, outputs: tuple[np.ndarray, ...], options: V2Options) -> Answer:
         body, header_length = encode_v2(self.task.v2_tensors(outputs), self.model_name, options)
         if header_length is None:
-            return Answer(OK_STATUS, OK_PHRASE, body)
-        return Answer(OK_STATUS, OK_PHRASE, body, BINARY_CONTENT_TYPE, ((HEADER_LENGTH, str(header_length)),))
+            return Answer(OK_STATUS, OK_PHRASE, body, protocol=V2)
+        return Answer(OK_STATUS, OK_PHRASE, body, BINARY_CONTENT_TYPE, ((HEADER_LENGTH, str(header_length)),), V2)
 
-    @staticmethod
-    def _encode_probabilities(accepted: list[Accepted], logits: np.ndarray, answers: list[Answer | None]) -> None:
+    def _non_finite(self, outputs: tuple[np.ndarray, ...], finite: np.ndarray, start: int, stop: int) -> NonFiniteOutput:
+        """The 500 for a request whose outputs hold NaN or Infinity (JSON cannot carry them)."""
+        bad = [int(row) for row in np.flatnonzero(~finite[start:stop])]
+        names = [name for name, output in zip(self.signature.outputs, outputs)
+                 if output.dtype.kind in "fc" and not np.isfinite(output[start:stop]).all()]
+        ranged = any(spec.min_value is not None or spec.max_value is not None for spec in self.signature.inputs)
+        hint = "" if ranged else ("; declare the inputs' range (servekit export --min/--max) so such inputs are "
+                                  "refused with 422 before the model runs")
+        return NonFiniteOutput(f"the model's output {', '.join(names)} holds NaN or Infinity for instance(s) "
+                               f"{bad[:8]} of this request; never answered as numbers{hint}")
+
+    def _encode_probabilities(self, accepted: list[Accepted], logits: np.ndarray, answers: list[Answer | None]) -> None:
         """Each request's rows of class probabilities as float32 .npy (a workflow member's answer)."""
-        probabilities = member_probabilities(logits)
+        finite = _finite_rows((logits,))
+        with np.errstate(all="ignore"):
+            probabilities = member_probabilities(logits)
         start = 0
-        for idx, _, arrays, _ in accepted:
+        for idx, decoded, arrays, _ in accepted:
             stop = start + _rows(arrays)
-            answers[idx] = Answer(OK_STATUS, OK_PHRASE, encode_npy(probabilities[start:stop]), NPY_CONTENT_TYPE)
+            if not finite[start:stop].all():
+                answers[idx] = _error_answer(self._non_finite((logits,), finite, start, stop), decoded.protocol)
+            else:
+                answers[idx] = Answer(OK_STATUS, OK_PHRASE, encode_npy(probabilities[start:stop]), NPY_CONTENT_TYPE)
             start = stop
 
     def _values_checked(self, item: Accepted, answers: list[Answer | None]) -> bool:
@@ -214,6 +273,24 @@ def _rows(batch: Batch) -> int:
     return next(iter(batch.values())).shape[0]
 
 
+def _finite_rows(outputs: Sequence[np.ndarray]) -> np.ndarray:
+    """Per instance of the batch: whether every floating output value of it is finite."""
+    rows = np.shape(outputs[0])[0]
+    finite = np.ones(rows, dtype=bool)
+    for output in outputs:
+        output = np.asarray(output)
+        if output.dtype.kind in "fc":
+            finite &= np.isfinite(output.reshape(rows, -1)).all(axis=1)
+    return finite
+
+
+def _unforeseen(error: Exception, request: RequestInput, step: str) -> MalformedRequest:
+    """A 400 for an exception nobody foresaw while handling one request; logged with its traceback, because a
+    decoder that raises anything but a RequestError is a bug to fix."""
+    logger.exception("request %s: %s raised %s; answered 400", request.request_id, step, type(error).__name__)
+    return MalformedRequest(f"the body could not be decoded ({type(error).__name__}: {quoted(str(error), 200)})")
+
+
 def _ms_since(started: float) -> float:
     return (time.perf_counter() - started) * 1000.0
 
@@ -221,4 +298,4 @@ def _ms_since(started: float) -> float:
 def _error_answer(error: AnsweredError, protocol: str) -> Answer:
     """The error in the format of the protocol the request spoke."""
     body = encode_v2_error(error.message) if protocol == V2 else encode_error(error)
-    return Answer(error.status, error.phrase, body)
+    return Answer(error.status, error.phrase, body, protocol=protocol)

@@ -23,6 +23,7 @@ class RequestInput:
     header_length: str | None = None
     accept: str | None = None  # application/x-npy asks for a binary answer
     fields: tuple[tuple[str, Any, str | None], ...] = ()  # multipart form: (name, value, content type) per field
+    request_id: str | None = None  # TorchServe's id for the request, named in the worker's log
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,7 @@ class BodyOptions:
     accepts_text: bool = False
     images: Mapping[str, ImagePreprocess] | None = None
     max_instances: int | None = None
+    max_text_chars: int | None = None  # texts are cut to this many characters before tokenising
 
 
 @dataclass(frozen=True)
