@@ -21,14 +21,17 @@ from servekit.build.user_model import UserModelError
 from servekit.build.validate import DEFAULT_ATOL, DEFAULT_RTOL, ExportValidationError
 from servekit.build.variants import Gates
 from servekit.measure.gpu_report import add_arguments as add_gpu_report_arguments
+from servekit.serve.by_hand import ServeError
+from servekit.serve.client import UnsafeRegistration
 from servekit.serve.torchserve import UnsafeModelStore
 
 T = TypeVar("T")
+REPORTS_HELP = "write the report's .md/.json here (its make target passes reports); default: print it, write nothing"
 TRACEBACK_ENV = "SERVEKIT_TRACEBACK"
 # What a user can fix from the message alone: a bad model or file, a failed check, an unsafe store, a
 # build step (archive.sh) that said why on its own stderr.
 USER_ERRORS = (ExportValidationError, UserModelError, ConfigError, UnsafeModelStore, OSError,
-               subprocess.CalledProcessError)
+               subprocess.CalledProcessError, ServeError, UnsafeRegistration)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -60,7 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
     source = export.add_mutually_exclusive_group(required=True)
     source.add_argument("--demo", help="a trained demo model: digits_mlp or digits_cnn")
     source.add_argument("--factory", help="your model: 'package.module:function' returning an nn.Module")
-    export.add_argument("--weights", type=Path, help="state_dict file for --factory")
+    weights = export.add_mutually_exclusive_group()
+    weights.add_argument("--weights", type=Path, help="state_dict file for --factory (required unless --random-weights)")
+    weights.add_argument("--random-weights", action="store_true",
+                         help="export the factory's own initialisation on purpose (a smoke test, not a trained model)")
     export.add_argument("--name", help="model name (archive names derive from it)")
     export.add_argument("--task", choices=TASKS, help="what the outputs mean (required with --factory)")
     export.add_argument("--input", action="append", dest="inputs", metavar="NAME:DTYPE:DIMS[:MIN..MAX]",
@@ -114,20 +120,42 @@ def build_parser() -> argparse.ArgumentParser:
     variants = commands.add_parser("variants", help="INT8 / pruned / FP16 variants: gate, archive, measure, report")
     variants.add_argument("--build-dir", type=Path, default=DEFAULT_BUILD_DIR)
     variants.add_argument("--model-store", type=Path, default=Path("model_store"))
-    variants.add_argument("--reports-dir", type=Path, default=Path("reports"))
+    variants.add_argument("--reports-dir", type=Path, default=None, help=REPORTS_HELP)
     variants.add_argument("--prune-amount", type=float, default=DEFAULT_PRUNE_AMOUNT)
     variants.add_argument("--finetune-epochs", type=int, default=0, help="recover accuracy after pruning")
     variants.add_argument("--max-accuracy-drop", type=float, default=Gates().max_accuracy_drop, help="points below FP32")
     variants.add_argument("--min-agreement", type=float, default=Gates().min_agreement, help="top-1 agreement with FP32")
     variants.add_argument("--threads", type=int, default=None, help="intra-op threads (default: as the handler)")
     variants.add_argument("--factory", help="your model (as for export); default: the demo models")
-    variants.add_argument("--weights", type=Path)
+    variant_weights = variants.add_mutually_exclusive_group()
+    variant_weights.add_argument("--weights", type=Path, help="state_dict file for --factory (as for export)")
+    variant_weights.add_argument("--random-weights", action="store_true", help="as for export")
     variants.add_argument("--name", help="your model's name: build/NAME must come from 'servekit export'")
     variants.add_argument("--heldout", type=Path, help="your held-out inputs: .npy [N, *shape], or .npz per input")
     variants.add_argument("--heldout-labels", type=Path, help="their integer labels .npy [N]")
     variants.add_argument("--calibration", type=Path, help="training inputs (.npy or .npz) for static INT8 and fine-tuning")
     variants.add_argument("--calibration-labels", type=Path, help="their labels .npy (needed with --finetune-epochs)")
     variants.set_defaults(run=_variants)
+
+    archive = commands.add_parser("archive", help="archive.sh from any folder: BUILD_DIR/* (or DIRS) -> MODEL_STORE/*.mar")
+    archive.add_argument("dirs", nargs="*", type=Path, metavar="DIR", help="model folders (default: every one in --build-dir)")
+    archive.add_argument("--build-dir", type=Path, default=DEFAULT_BUILD_DIR)
+    archive.add_argument("--model-store", type=Path, default=Path("model_store"))
+    archive.set_defaults(run=_archive)
+
+    serve = commands.add_parser("serve", help="start TorchServe in the background, every file it writes (pid file, "
+                                "logs, key file) in a folder of its own; prints the URLs and where the tokens are")
+    serve.add_argument("--model-store", type=Path, default=Path("model_store"))
+    serve.add_argument("--dir", type=Path, default=Path("serving"), help="the server's own folder (default: serving)")
+    serve.add_argument("--config", type=Path, default=None, help="config.properties to start from (default: servekit's)")
+    serve.add_argument("--ports", choices=("config", "auto"), default="config",
+                       help="the config's ports (8080-8082, 7070-7071) or free ones (written to DIR/serve.env)")
+    serve.add_argument("--models", nargs="*", default=(), metavar="NAME.mar", help="archives to load at start")
+    serve.set_defaults(run=_serve)
+
+    stop = commands.add_parser("stop", help="stop the TorchServe that 'servekit serve' started from --dir (only that one)")
+    stop.add_argument("--dir", type=Path, default=Path("serving"))
+    stop.set_defaults(run=_stop)
 
     bench = commands.add_parser("bench", help="served throughput/latency: ours vs plain vs no-op vs in-process")
     bench.add_argument("--build-dir", type=Path, default=DEFAULT_BUILD_DIR / "bench")
@@ -151,13 +179,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     reliability = commands.add_parser("reliability", help="bad-input matrix, faults, access -> reports/reliability.md")
     reliability.add_argument("--build-dir", type=Path, default=DEFAULT_BUILD_DIR)
-    reliability.add_argument("--reports-dir", type=Path, default=Path("reports"))
+    reliability.add_argument("--reports-dir", type=Path, default=None, help=REPORTS_HELP)
     reliability.set_defaults(run=_reliability)
 
     text = commands.add_parser("text-model", help="BERT-style model: INT8 speed-up and agreement, served batching "
                                "-> reports/text_model.md (needs the 'text' extra)")
     text.add_argument("--build-dir", type=Path, default=DEFAULT_BUILD_DIR / "text_model")
-    text.add_argument("--reports-dir", type=Path, default=Path("reports"))
+    text.add_argument("--reports-dir", type=Path, default=None, help=REPORTS_HELP)
     text.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads for the in-process timing")
     text.add_argument("--epochs", type=int, default=4)
     text.set_defaults(run=_text_model)
@@ -166,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
                                  "exported with declared preprocessing, variants gated; decode measured -> reports/images.md")
     images.add_argument("--build-dir", type=Path, default=DEFAULT_BUILD_DIR)
     images.add_argument("--model-store", type=Path, default=Path("model_store"))
-    images.add_argument("--reports-dir", type=Path, default=Path("reports"))
+    images.add_argument("--reports-dir", type=Path, default=None, help=REPORTS_HELP)
     images.add_argument("--epochs", type=int, default=3, help="training passes (each one to two minutes on 2 cores)")
     images.add_argument("--no-variants", action="store_true", help="skip the INT8/FP16/pruned variants")
     images.set_defaults(run=_images)
@@ -306,6 +334,40 @@ def _gpu_report(args: argparse.Namespace) -> int:
     from servekit.measure.gpu_report import run_report
 
     return run_report(args.build_dir, args.reports_dir, args.batch_sizes, args.seconds, args.rounds, args.prepare_only)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from servekit.serve.by_hand import ServeFolder, serve
+    from servekit.serve.torchserve import DEFAULT_CONFIG
+
+    client = serve(args.model_store, args.dir, args.config or DEFAULT_CONFIG, "auto" if args.ports == "auto" else None,
+                   tuple(args.models))
+    home = ServeFolder(args.dir)
+    print(f"TorchServe is up (pid {home.running_pid()}), serving {args.model_store}/ from {args.dir}/")
+    print(f"  inference   {client.inference_url}\n  management  {client.management_url}\n  metrics     {client.metrics_url}")
+    print(f"  tokens      {home.key_file} (send 'Authorization: Bearer <key>': its inference key for predictions, "
+          "its management key for /models)")
+    print(f"  logs        {home.logs}/\n  for scripts source {home.env_file}")
+    print(f"stop it with: servekit stop --dir {args.dir}")
+    return 0
+
+
+def _stop(args: argparse.Namespace) -> int:
+    from servekit.serve.by_hand import stop
+
+    pid = stop(args.dir)
+    print(f"stopped the TorchServe of {args.dir}/ (pid {pid})" if pid else f"no TorchServe started from {args.dir}/ runs")
+    return 0
+
+
+def _archive(args: argparse.Namespace) -> int:
+    from servekit.build.archiving import run_archive_sh
+
+    try:
+        run_archive_sh(args.dirs, args.model_store, build_dir=args.build_dir)
+    except subprocess.CalledProcessError as err:
+        return err.returncode  # archive.sh said why on stderr, in one line
+    return 0
 
 
 def _variants(args: argparse.Namespace) -> int:

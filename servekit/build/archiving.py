@@ -1,4 +1,4 @@
-"""Run archive.sh from Python, exactly as a user would from the shell."""
+"""Run archive.sh from Python, exactly as a user would from the shell (``servekit archive`` is this)."""
 from __future__ import annotations
 
 import os
@@ -8,10 +8,15 @@ from pathlib import Path
 
 from servekit.serve.torchserve import REPO_ROOT
 
+ARCHIVE_SH = REPO_ROOT / "archive.sh"
 
-def run_archive_sh(model_dirs: list[Path], model_store: Path, quiet: bool = False) -> None:
-    """Archive each model directory into ``model_store`` with this venv's torch-model-archiver."""
+
+def run_archive_sh(model_dirs: list[Path], model_store: Path, quiet: bool = False, build_dir: Path | None = None) -> None:
+    """Archive each model directory (none: every one under ``build_dir``) into ``model_store`` with this
+    venv's torch-model-archiver; raises CalledProcessError when archive.sh refuses (it says why on stderr)."""
     env = {**os.environ, "MODEL_STORE": str(Path(model_store).resolve()),
            "ARCHIVER": str(Path(sys.executable).parent / "torch-model-archiver")}
-    subprocess.run([str(REPO_ROOT / "archive.sh"), *map(str, model_dirs)], check=True, env=env,
+    if build_dir is not None:
+        env["BUILD_DIR"] = str(Path(build_dir).resolve())
+    subprocess.run([str(ARCHIVE_SH), *map(str, model_dirs)], check=True, env=env,
                    stdout=subprocess.DEVNULL if quiet else None)

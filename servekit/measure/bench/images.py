@@ -41,7 +41,7 @@ def prepare(build_dir: Path, store: Path, threads: int) -> BenchModel:
     model_dir = build_dir / NAME
     if not (model_dir / "model.onnx").exists():
         export_user_model(ExportOptions(
-            factory="servekit.examples.vision:resnet18_224", name=NAME, task="classification",
+            factory="servekit.examples.vision:resnet18_224", random_weights=True, name=NAME, task="classification",
             inputs=("image:float32:3,224,224",), image_resize=256, image_mean=IMAGENET_MEAN, image_std=IMAGENET_STD,
             atol=1e-4, build_dir=build_dir))
     config_path = model_dir / "model-config.yaml"
