@@ -54,7 +54,10 @@ fi
 # The handlers package travels inside every archive; stage it without caches.
 stage="$(mktemp -d)"
 trap 'rm -rf "$stage"' EXIT
-mkdir -p "$stage/src" "$model_store"
+mkdir -p "$stage/src" "$stage/tmp" "$model_store"
+# torch-model-archiver packs in $TMPDIR/<model name>: two archive runs of one model name on a machine (two users,
+# two test sessions) wrote into and deleted the same folder. Ours is private.
+export TMPDIR="$stage/tmp"
 cp -R "$here/handlers" "$stage/src/handlers"
 find "$stage/src" -name '__pycache__' -type d -prune -exec rm -rf {} +
 
