@@ -37,6 +37,7 @@ def assert_no_half_built_folder(build: Path) -> None:
         assert (config.parent / VALIDATION_FILE).exists(), f"{config.parent} is half-built"
 
 
+@pytest.mark.timeout(2 * HOURS)  # trains a ResNet-18 and builds its variants: tens of minutes on 2 cores
 def test_make_images(tmp_path: Path) -> None:
     make("images", tmp_path, 2 * HOURS)
     report = json.loads((tmp_path / "reports" / "images.json").read_text())
@@ -49,6 +50,7 @@ def test_make_images(tmp_path: Path) -> None:
     assert_no_half_built_folder(tmp_path / "build")
 
 
+@pytest.mark.timeout(2 * HOURS)
 def test_make_text_model(tmp_path: Path) -> None:
     make("text-model", tmp_path, 2 * HOURS)
     report = json.loads((tmp_path / "reports" / "text_model.json").read_text())
@@ -57,6 +59,7 @@ def test_make_text_model(tmp_path: Path) -> None:
     assert_no_half_built_folder(tmp_path / "build" / "text_model" / "build")
 
 
+@pytest.mark.timeout(HOURS)
 def test_make_reliability(tmp_path: Path) -> None:
     make("reliability", tmp_path, HOURS)
     report = json.loads((tmp_path / "reports" / "reliability.json").read_text())
@@ -74,6 +77,7 @@ def servekit(*args: str, cwd: Path) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=HOURS)
 
 
+@pytest.mark.timeout(HOURS)
 @pytest.mark.parametrize("name", ["two_inputs", "ids_and_mask"])
 def test_variants_of_a_two_input_model_calibrated_from_an_npz(tmp_path: Path, name: str) -> None:
     """Every variant built or rejected with its reason (PT2E INT8 included), none aborting the run, and no

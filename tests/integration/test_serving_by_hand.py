@@ -41,7 +41,7 @@ def test_the_serving_page_runs_as_written_beside_another_torchserve(live: LiveSe
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     assert "TorchServe is up" in out and "serving/key_file.json" in out and "stopped the TorchServe of serving/" in out
-    answer = json.loads(next(line for line in out.splitlines() if line.startswith('{"predictions"')))
+    answer, _ = json.JSONDecoder().raw_decode(out[out.index('{"predictions"'):])  # curl prints no newline after it
     assert answer["predictions"][0]["class"] == int(eager_predictions(built.model, built.x_test[:1])[0])
     home = ServeFolder(folder / "serving")
     assert home.running_pid() is None and not home.key_file.exists()
