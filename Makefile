@@ -4,12 +4,16 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# Where the report-writing targets build, archive and report; tests point them at temporary folders.
+BUILD ?= build
+MODEL_STORE ?= model_store
+REPORTS ?= reports
 
 # KServe's API types for the offline manifest check: its SDK unpacked without dependencies (they pin
 # psutil<6 and protobuf<7, which clash with ours); tests read the generated models, never import them.
 KSERVE_SDK := kserve==0.21.0
 
-.PHONY: setup tools demo test check nightly docs-check test-slow zoo zoo-report deploy-check variants composition bench bench-text bench-images litserve-venv tune sweep reliability soak images gpu-report gpu-served archive clean
+.PHONY: setup tools demo test check nightly docs-check test-slow zoo zoo-report deploy-check variants composition bench bench-text bench-images litserve-venv tune sweep reliability soak images text-model gpu-report gpu-served archive clean
 
 setup: $(STAMP)
 
@@ -46,7 +50,9 @@ check: setup
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q tests/unit -m "not heavy and not slow"
 
-# Everything, slow tests included (the benchmarks' smoke runs, the long commands of the docs).
+# Everything, slow tests included: the benchmarks' smoke runs, the long commands of the docs, every documented
+# long command (make images, servekit text-model, multi-input variants with PT2E INT8) end to end into temporary
+# folders (nothing tracked is rewritten), the zoo. An hour or more on 2 cores.
 nightly: setup tools litserve-venv
 	$(PY) -m pytest $(PYTEST_PARALLEL) -m "slow or not slow"
 
@@ -65,7 +71,7 @@ deploy-check: setup
 
 # INT8 / pruned / FP16 variants: gated, archived into model_store/, measured -> reports/variants.*
 variants: setup
-	$(VENV)/bin/servekit variants
+	$(VENV)/bin/servekit variants --build-dir $(BUILD) --model-store $(MODEL_STORE) --reports-dir $(REPORTS)
 
 # Pipeline + ensemble, in-process .mar vs workflow .war: same answers, accuracy, wrk side by side.
 # Prints its tables; COMPOSITION_ARGS="--reports-dir reports" rewrites reports/composition.{md,json}.
@@ -98,14 +104,20 @@ bench-images: setup tools litserve-venv
 sweep: setup tools
 	$(VENV)/bin/servekit bench --sweep --duration 4
 
-# Bad-input matrix, worker kill, scaling, snapshot restart, access checks -> reports/reliability.md
+# Bad-input matrix (every hostile body of docs/reliability.md), worker kill, scaling, snapshot restart,
+# access checks -> reports/reliability.md; then the body fuzz (random bytes and mutations of every format)
 reliability: setup
-	$(VENV)/bin/servekit reliability
+	$(VENV)/bin/servekit reliability --build-dir $(BUILD) --reports-dir $(REPORTS)
+	$(PY) -m pytest -q tests/unit/test_fuzz_bodies.py tests/unit/test_hostile_bodies.py
 
 # An image classifier: ResNet-18 trained on digit images, exported with declared preprocessing, variants
 # gated and archived into model_store/, decode measured -> reports/images.{md,json} (a few minutes)
 images: setup
-	$(VENV)/bin/servekit images
+	$(VENV)/bin/servekit images --build-dir $(BUILD) --model-store $(MODEL_STORE) --reports-dir $(REPORTS)
+
+# The BERT-style text model: INT8 against FP32, served batching -> reports/text_model.{md,json} (minutes)
+text-model: setup
+	$(VENV)/bin/servekit text-model --build-dir $(BUILD)/text_model --reports-dir $(REPORTS)
 
 # Five minutes of sustained load: worker RSS, errors, latency -> reports/soak.md (not part of `make test`)
 soak: setup tools

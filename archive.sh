@@ -2,8 +2,12 @@
 # Build self-contained archives into the model store: one .mar per model and format, and the
 # pipelines/ensembles (compositions) both as one in-process .mar and as a workflow .war.
 #
-#   ./archive.sh                      # every directory under build/ (as written by `servekit`)
+#   ./archive.sh                      # every directory under ./build/ (as written by `servekit`)
 #   ./archive.sh build/digits_mlp     # just these directories
+#   servekit archive [DIRS...]        # the same from any folder (the script ships with servekit)
+#
+# build/ and model_store/ are those of the current folder, as for every servekit command, so exports,
+# archives and variants share one store wherever you work; BUILD_DIR and MODEL_STORE override them.
 #
 # What a directory holds decides what is built (re-running overwrites: idempotent):
 #   model-config.yaml + model.pt / model.onnx / model.pt2
@@ -13,16 +17,21 @@
 #   model-config.yaml + members/*.onnx         -> <dir>.mar   (composition run in one worker)
 #   workflow.yaml + composition.yaml           -> <dir>.war   (composition as a TorchServe workflow;
 #                                                 the member .mar files it names must be in the store)
-# Env: BUILD_DIR (build), MODEL_STORE (model_store), VERSION (1.0), ARCHIVER (torch-model-archiver),
+# Env: BUILD_DIR (./build), MODEL_STORE (./model_store), VERSION (1.0), ARCHIVER (torch-model-archiver),
 #      WORKFLOW_ARCHIVER (torch-workflow-archiver).
 set -euo pipefail
+
+usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d' | sed 's/^# \{0,1\}//'; }
+case "${1:-}" in
+  -h|--help) usage; exit 0 ;;
+  -*) echo "archive.sh: unknown option $1 (see archive.sh --help)" >&2; exit 2 ;;
+esac
 
 # In a checkout this file sits beside handlers/ (servekit/build/archive.sh links here); in an installed
 # servekit it is package data (servekit/build/archive.sh), and handlers/ is found through Python.
 here="$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")"
-if [ -d "$here/handlers" ]; then root="$here"; else root="$PWD"; fi
-build_dir="${BUILD_DIR:-$root/build}"
-model_store="${MODEL_STORE:-$root/model_store}"
+build_dir="${BUILD_DIR:-$PWD/build}"
+model_store="${MODEL_STORE:-$PWD/model_store}"
 version="${VERSION:-1.0}"
 archiver="${ARCHIVER:-$(command -v torch-model-archiver || echo "$here/.venv/bin/torch-model-archiver")}"
 workflow_archiver="${WORKFLOW_ARCHIVER:-$(dirname "$archiver")/torch-workflow-archiver}"
@@ -53,7 +62,10 @@ fi
 # The handlers package travels inside every archive; stage it without caches.
 stage="$(mktemp -d)"
 trap 'rm -rf "$stage"' EXIT
-mkdir -p "$stage/src" "$model_store"
+mkdir -p "$stage/src" "$stage/tmp" "$model_store"
+# torch-model-archiver packs in $TMPDIR/<model name>: two archive runs of one model name on a machine (two users,
+# two test sessions) wrote into and deleted the same folder. Ours is private.
+export TMPDIR="$stage/tmp"
 cp -R "$handlers" "$stage/src/handlers"
 find "$stage/src" -name '__pycache__' -type d -prune -exec rm -rf {} +
 

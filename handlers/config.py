@@ -1,6 +1,7 @@
 """A model's handler settings (signature, task, limits), read from its model-config.yaml."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Mapping
 
@@ -13,6 +14,12 @@ if TYPE_CHECKING:
 
 DEFAULT_TOP_K = 3
 DEFAULT_MAX_INSTANCES = 64
+# What a registered model may be called: DELETE /models/<name> must be able to route to it ("../../x" and
+# "a b" register in TorchServe 0.12 and can then never be deleted).
+MODEL_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+# config.properties' max_response_size: TorchServe's frontend drops the worker (and fails its whole batch) when
+# one answer is larger, so an answer that would be is refused with 413 for its own request instead.
+DEFAULT_MAX_RESPONSE_BYTES = 6 * 1024 * 1024
 PREDICTIONS = "predictions"  # JSON: class, label, top-k probabilities
 PROBABILITIES = "probabilities"  # .npy float32 [n, classes]: what a workflow member hands to the next node
 OUTPUTS = (PREDICTIONS, PROBABILITIES)
@@ -34,7 +41,7 @@ DEFAULT_WINDOW, DEFAULT_DOC_STRIDE, DEFAULT_MAX_ANSWER_LENGTH = 384, 128, 15
 KNOWN_KEYS = {"decode_threads", "input", "inputs", "outputs", "task", "multi_label", "threshold", "normalize", "tokenizer",
               "labels", "top_k", "max_instances", "threads", "output", "composition", "cuda_graph_batch_sizes",
               "padding_invariant", "min_padding_efficiency", "max_batch_tokens",
-              "aggregation", "window", "doc_stride", "max_answer_length"}
+              "aggregation", "window", "doc_stride", "max_answer_length", "max_response_bytes"}
 
 
 @dataclass(frozen=True)
@@ -49,6 +56,7 @@ class HandlerConfig:
     labels: tuple[str, ...] = ()
     top_k: int = DEFAULT_TOP_K
     max_instances: int = DEFAULT_MAX_INSTANCES
+    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES  # keep <= config.properties' max_response_size
     threads: int = 0  # intra-op threads per worker; 0: measured at start (handlers/thread_policy.py)
     decode_threads: int = 0  # image models: threads decoding a batch's images (0 = the worker's share of the cores, >= 2)
     workers: int = 1
@@ -84,6 +92,8 @@ class HandlerConfig:
             raise ConfigError(f"handler.top_k must be >= 1, got {self.top_k}")
         if self.max_instances < 1:
             raise ConfigError(f"handler.max_instances must be >= 1, got {self.max_instances}")
+        if self.max_response_bytes < 1024:
+            raise ConfigError(f"handler.max_response_bytes must be >= 1024, got {self.max_response_bytes}")
         if self.threads < 0:
             raise ConfigError(f"handler.threads must be >= 0 (0 = auto), got {self.threads}")
         if not 0.0 < self.min_padding_efficiency <= 1.0:
@@ -132,6 +142,7 @@ class HandlerConfig:
             labels=tuple(str(label) for label in section.get("labels", ())),
             top_k=int(section.get("top_k", DEFAULT_TOP_K)),
             max_instances=int(section.get("max_instances", DEFAULT_MAX_INSTANCES)),
+            max_response_bytes=int(section.get("max_response_bytes", DEFAULT_MAX_RESPONSE_BYTES)),
             threads=int(section.get("threads", 0)),
             decode_threads=int(section.get("decode_threads", 0)),
             workers=int(model_yaml.get("maxWorkers", model_yaml.get("minWorkers", 1))),
@@ -187,6 +198,8 @@ class HandlerConfig:
             section["threads"] = self.threads
         if self.decode_threads:
             section["decode_threads"] = self.decode_threads
+        if self.max_response_bytes != DEFAULT_MAX_RESPONSE_BYTES:
+            section["max_response_bytes"] = self.max_response_bytes
         if self.output != PREDICTIONS:
             section["output"] = self.output
         if self.cuda_graph_batch_sizes:

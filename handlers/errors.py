@@ -1,6 +1,20 @@
 """Errors answered to clients, each mapped to one HTTP status in one place."""
 from __future__ import annotations
 
+from typing import Any
+
+# Client text echoed in a message is cut to this many characters: an answer never grows with what the
+# client sent (JSON escaping turns one "é" into 6 bytes, and an answer over max_response_size kills the worker).
+ECHO_CHARS = 64
+
+
+def quoted(value: Any, limit: int = ECHO_CHARS) -> str:
+    """``repr`` of client-supplied text (or any value), cut to ``limit`` characters with the length said."""
+    text = value if isinstance(value, str) else repr(value)
+    if len(text) <= limit:
+        return repr(text) if isinstance(value, str) else text
+    return f"{text[:limit]!r}... ({len(text):,} characters)"
+
 
 class ConfigError(ValueError):
     """model-config.yaml (or an export option) is missing a setting or holds a wrong one: a load or build
@@ -66,11 +80,41 @@ class TooLong(RequestError):
     phrase = "Payload Too Large"
 
 
+class TooComplex(RequestError):
+    """A body that would cost more to decode than its size suggests (metadata chunks by the thousand, an
+    archive member that inflates past its cap); refused before the expensive step."""
+
+    status = 413
+    phrase = "Payload Too Large"
+
+
+class AnswerTooLarge(RequestError):
+    """The request's answer would exceed the response size limit (which would make the frontend drop the worker)."""
+
+    status = 413
+    phrase = "Payload Too Large"
+
+
+class BatchBudgetSpent(RequestError):
+    """The batch this request landed in has spent its decode budget (image pixels); retrying soon succeeds."""
+
+    status = 429
+    phrase = "Too Many Requests"
+
+
 class InvalidInput(RequestError):
     """Decoded fine, but breaks the model's input contract (shape, dtype, range, NaN)."""
 
     status = 422
     phrase = "Unprocessable Entity"
+
+
+class NonFiniteOutput(AnsweredError):
+    """The model answered NaN or Infinity for this request: never written as JSON (it is not JSON), and not
+    the client's fault by contract, so a 500 for that request alone."""
+
+    status = 500
+    phrase = "Internal Server Error"
 
 
 class MemberFailed(AnsweredError):

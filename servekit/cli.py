@@ -18,13 +18,16 @@ from servekit.build import defaults
 from servekit.build.images import add_image_arguments
 from servekit.build.model_config import Batching
 from servekit.measure.gpu_options import add_arguments as add_gpu_report_arguments
+from servekit.serve.by_hand import ServeError
+from servekit.serve.client import UnsafeRegistration
 from servekit.serve.torchserve import UnsafeModelStore
 
 T = TypeVar("T")
+REPORTS_HELP = "write the report's .md/.json here (its make target passes reports); default: print it, write nothing"
 TRACEBACK_ENV = "SERVEKIT_TRACEBACK"
 # What a user can fix from the message alone: a bad model or file, a failed check, an unsafe store, a
 # build step (archive.sh) that said why on its own stderr.
-USER_ERRORS = (ConfigError, UnsafeModelStore, OSError, subprocess.CalledProcessError)
+USER_ERRORS = (ConfigError, UnsafeModelStore, OSError, subprocess.CalledProcessError, ServeError, UnsafeRegistration)
 # The same, from modules that import torch: looked up only once a subcommand has imported them (an error
 # cannot be one of their types otherwise).
 LAZY_USER_ERRORS = (("servekit.build.user_model", "UserModelError"), ("servekit.build.validate", "ExportValidationError"))
@@ -67,7 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--transformers", type=Path, metavar="DIR",
                         help="a transformers save_pretrained folder: task, labels, inputs, tokenizer and "
                              "preprocessing are read from it (see docs/transformers.md)")
-    export.add_argument("--weights", type=Path, help="state_dict file for --factory (loaded with weights_only=True)")
+    weights = export.add_mutually_exclusive_group()
+    weights.add_argument("--weights", type=Path,
+                         help="state_dict file for --factory, loaded with weights_only=True (required unless "
+                              "--random-weights)")
+    weights.add_argument("--random-weights", action="store_true",
+                         help="export the factory's own initialisation on purpose (a smoke test, not a trained model)")
     export.add_argument("--name", help="model name (archive names derive from it)")
     export.add_argument("--task", choices=TASKS, help="what the outputs mean (required with --factory)")
     export.add_argument("--input", action="append", dest="inputs", metavar="NAME:DTYPE:DIMS[:MIN..MAX]",
@@ -135,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     variants = commands.add_parser("variants", help="INT8 / pruned / FP16 variants: gate, archive, measure, report")
     _add_dir(variants, "--build-dir", build, "where the exported models are and the variants go")
     _add_dir(variants, "--model-store", store, "where the passing variants are archived")
-    _add_dir(variants, "--reports-dir", reports, "where variants.{md,json,png} are written")
+    variants.add_argument("--reports-dir", type=Path, default=None, help=REPORTS_HELP)
     variants.add_argument("--prune-amount", type=float, default=defaults.DEFAULT_PRUNE_AMOUNT,
                           help="share of conv/linear weights zeroed by global L1 pruning (default: %(default)s)")
     variants.add_argument("--finetune-epochs", type=int, default=0, help="recover accuracy after pruning (default: none)")
@@ -145,13 +153,30 @@ def build_parser() -> argparse.ArgumentParser:
                           help="gate: at least this top-1 agreement with FP32 (default: %(default)s)")
     variants.add_argument("--threads", type=int, default=None, help="intra-op threads (default: as the handler)")
     variants.add_argument("--factory", help="your model (as for export); default: the demo models")
-    variants.add_argument("--weights", type=Path, help="your model's state_dict (as for export)")
+    variant_weights = variants.add_mutually_exclusive_group()
+    variant_weights.add_argument("--weights", type=Path, help="your model's state_dict (as for export)")
+    variant_weights.add_argument("--random-weights", action="store_true", help="as for export")
     variants.add_argument("--name", help="your model's name: build/NAME must come from 'servekit export'")
     variants.add_argument("--heldout", type=Path, help="your held-out inputs: .npy [N, *shape], or .npz per input")
     variants.add_argument("--heldout-labels", type=Path, help="their integer labels .npy [N]")
     variants.add_argument("--calibration", type=Path, help="training inputs (.npy or .npz) for static INT8 and fine-tuning")
     variants.add_argument("--calibration-labels", type=Path, help="their labels .npy (needed with --finetune-epochs)")
     variants.set_defaults(run=_variants)
+
+    serve = commands.add_parser("serve", help="start TorchServe in the background, every file it writes (pid file, "
+                                "logs, key file) in a folder of its own; prints the URLs and where the tokens are")
+    _add_dir(serve, "--model-store", store, "the archives it serves")
+    _add_dir(serve, "--dir", Path("serving"), "the server's own folder: pid file, logs, key file, config")
+    serve.add_argument("--config", type=Path, default=None, help="config.properties to start from (default: servekit's)")
+    serve.add_argument("--ports", choices=("config", "auto"), default="config",
+                       help="the config's ports (8080-8082, 7070-7071) or free ones, written to DIR/serve.env "
+                            "(default: %(default)s)")
+    serve.add_argument("--models", nargs="*", default=(), metavar="NAME.mar", help="archives to load at start")
+    serve.set_defaults(run=_serve)
+
+    stop = commands.add_parser("stop", help="stop the TorchServe that 'servekit serve' started from --dir (only that one)")
+    _add_dir(stop, "--dir", Path("serving"), "the folder 'servekit serve' was started with")
+    stop.set_defaults(run=_stop)
 
     bench = commands.add_parser("bench", help="served throughput/latency: ours vs plain vs no-op vs in-process")
     _add_dir(bench, "--build-dir", build / "bench", "where the benchmark's models and archives are built")
@@ -191,13 +216,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     reliability = commands.add_parser("reliability", help="bad-input matrix, faults, access -> reports/reliability.md")
     _add_dir(reliability, "--build-dir", build, "where the demo models are (trained if missing)")
-    _add_dir(reliability, "--reports-dir", reports, "where reliability.{md,json} are written")
+    reliability.add_argument("--reports-dir", type=Path, default=None, help=REPORTS_HELP)
     reliability.set_defaults(run=_reliability)
 
     text = commands.add_parser("text-model", help="BERT-style model: INT8 speed-up and agreement, served batching "
                                "-> reports/text_model.md (needs the 'text' extra)")
     _add_dir(text, "--build-dir", build / "text_model", "where the model, its data and archives are built")
-    _add_dir(text, "--reports-dir", reports, "where text_model.{md,json} are written")
+    text.add_argument("--reports-dir", type=Path, default=None, help=REPORTS_HELP)
     text.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads for the in-process timing")
     text.add_argument("--epochs", type=int, default=4, help="training passes (default: %(default)s)")
     text.set_defaults(run=_text_model)
@@ -206,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
                                  "exported with declared preprocessing, variants gated; decode measured -> reports/images.md")
     _add_dir(images, "--build-dir", build, "where the image model is built")
     _add_dir(images, "--model-store", store, "where its archives go")
-    _add_dir(images, "--reports-dir", reports, "where images.{md,json} are written")
+    images.add_argument("--reports-dir", type=Path, default=None, help=REPORTS_HELP)
     images.add_argument("--epochs", type=int, default=3, help="training passes (each one to two minutes on 2 cores)")
     images.add_argument("--no-variants", action="store_true", help="skip the INT8/FP16/pruned variants")
     images.set_defaults(run=_images)
@@ -336,13 +361,6 @@ def _options(cls: type[T], args: argparse.Namespace, **given: object) -> T:
     return cls(**{name: getattr(args, name) for name in names if hasattr(args, name)}, **given)
 
 
-def _archive(args: argparse.Namespace) -> int:
-    from servekit.build.archiving import run_archive_sh
-
-    run_archive_sh(args.model_dirs, args.model_store, build_dir=args.build_dir)
-    return 0
-
-
 def _demo(args: argparse.Namespace) -> int:
     from servekit.examples.demo import run_demo
 
@@ -447,6 +465,38 @@ def _gpu_served(args: argparse.Namespace) -> int:
     doc = gpu_served.run(args.build_dir, args.reports_dir)
     wrong = sum(row["wrong_class"] for row in doc["served"])
     return 1 if wrong else 0
+def _serve(args: argparse.Namespace) -> int:
+    from servekit.serve.by_hand import ServeFolder, serve
+    from servekit.serve.torchserve import DEFAULT_CONFIG
+
+    client = serve(args.model_store, args.dir, args.config or DEFAULT_CONFIG, "auto" if args.ports == "auto" else None,
+                   tuple(args.models))
+    home = ServeFolder(args.dir)
+    print(f"TorchServe is up (pid {home.running_pid()}), serving {args.model_store}/ from {args.dir}/")
+    print(f"  inference   {client.inference_url}\n  management  {client.management_url}\n  metrics     {client.metrics_url}")
+    print(f"  tokens      {home.key_file} (send 'Authorization: Bearer <key>': its inference key for predictions, "
+          "its management key for /models)")
+    print(f"  logs        {home.logs}/\n  for scripts source {home.env_file}")
+    print(f"stop it with: servekit stop --dir {args.dir}")
+    return 0
+
+
+def _stop(args: argparse.Namespace) -> int:
+    from servekit.serve.by_hand import stop
+
+    pid = stop(args.dir)
+    print(f"stopped the TorchServe of {args.dir}/ (pid {pid})" if pid else f"no TorchServe started from {args.dir}/ runs")
+    return 0
+
+
+def _archive(args: argparse.Namespace) -> int:
+    from servekit.build.archiving import run_archive_sh
+
+    try:
+        run_archive_sh(args.model_dirs, args.model_store, build_dir=args.build_dir)
+    except subprocess.CalledProcessError as err:
+        return err.returncode  # archive.sh said why on stderr, in one line
+    return 0
 
 
 def _variants(args: argparse.Namespace) -> int:

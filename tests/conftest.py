@@ -157,3 +157,36 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.heavy)
     rank = {name: i for i, name in enumerate(LONG_FILES)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+    return export_tiny_vision(tmp_path_factory.mktemp("image_models"))
+
+
+SERVER_EXIT_GRACE_S = 30.0  # TorchServe takes up to this long to stop its workers after SIGTERM
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Every live test stops what it starts: a TorchServe (or its Java frontend, or a worker) that this session
+    started and that still runs once every fixture is torn down fails the run, naming the process."""
+    import time
+
+    import psutil
+
+    def servers() -> list[psutil.Process]:
+        found = []
+        for child in psutil.Process().children(recursive=True):
+            try:
+                command = " ".join(child.cmdline())
+            except psutil.Error:
+                continue
+            if "org.pytorch.serve" in command or "ts/model_service_worker.py" in command or "torchserve" in command:
+                found.append(child)
+        return found
+
+    deadline = time.monotonic() + SERVER_EXIT_GRACE_S
+    left = servers()
+    while left and time.monotonic() < deadline:
+        time.sleep(0.5)
+        left = servers()
+    if left:
+        print(f"\nlive tests left {len(left)} TorchServe process(es) running: "
+              + ", ".join(f"pid {p.pid}" for p in left))
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

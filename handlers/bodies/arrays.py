@@ -5,7 +5,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from handlers.errors import InvalidInput, MalformedRequest
+from handlers.errors import InvalidInput, MalformedRequest, quoted
 
 JSON_DATA_KEY = "data"
 JSON_INPUTS_KEY = "inputs"  # {"inputs": {"input_ids": [...], "attention_mask": [...]}}
@@ -19,7 +19,7 @@ def arrays_from_json(document: Any, names: Sequence[str]) -> dict[str, np.ndarra
         named = document[JSON_INPUTS_KEY]
         unknown = sorted(set(named) - set(names))
         if unknown:
-            raise MalformedRequest(f"JSON 'inputs' has {unknown}; this model takes {list(names)}")
+            raise MalformedRequest(f"JSON 'inputs' has {quoted(unknown)}; this model takes {list(names)}")
         return {name: _json_array(values, name, name) for name, values in named.items()}
     if len(names) != 1:
         raise MalformedRequest(f"this model takes inputs {list(names)}: send JSON "
@@ -28,7 +28,7 @@ def arrays_from_json(document: Any, names: Sequence[str]) -> dict[str, np.ndarra
     accepted = {JSON_DATA_KEY, names[0]}
     if len(keys) != 1 or not keys <= accepted:
         raise MalformedRequest(
-            f"JSON body must have exactly one key, '{JSON_DATA_KEY}' (or '{names[0]}'); got {sorted(keys)}"
+            f"JSON body must have exactly one key, '{JSON_DATA_KEY}' (or '{names[0]}'); got {quoted(sorted(keys))}"
         )
     return {names[0]: _json_array(document[keys.pop()], JSON_DATA_KEY, names[0])}
 
@@ -38,8 +38,9 @@ def _json_array(values: Any, key: str, input_name: str) -> np.ndarray:
         raise MalformedRequest(f"'{key}' must be a (nested) list of numbers; got {type(values).__name__}")
     try:
         array = np.asarray(values)
-    except ValueError as err:
-        raise MalformedRequest(f"'{key}' is not a rectangular array of numbers: {err}") from None
+    except (ValueError, OverflowError, RecursionError) as err:  # ragged, 10**400 among floats, nested too deep
+        raise MalformedRequest(f"'{key}' is not a rectangular array of numbers: {quoted(str(err), 200)}"
+                               ) from None
     if array.dtype == object:
         raise MalformedRequest(f"'{key}' is ragged or holds non-numbers (null, objects); expected a rectangular array of numbers")
     if array.dtype.kind != "b" and holds_bool(values):  # numpy reads [1.5, true] as [1.5, 1.0]

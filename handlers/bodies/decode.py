@@ -16,7 +16,8 @@ from handlers.bodies.npz import decode_npz
 from handlers.bodies.open_inference import V2, decode_v2, is_v2, v2_document
 from handlers.bodies.request import BodyOptions, DecodedRequest, RequestInput
 from handlers.bodies.text import PAIR_EXAMPLE, TEXT_TYPES, pairs_from_json, text_from_plain, texts_from_json
-from handlers.errors import MalformedRequest, RequestError, UnsupportedMediaType
+from handlers.errors import MalformedRequest, RequestError, UnsupportedMediaType, quoted
+from handlers.image import PixelBudget
 
 NPZ_TYPES = ("application/x-npz", "application/npz")
 ZIP_MAGIC = b"PK\x03\x04"  # an .npz is a zip of .npy files
@@ -28,16 +29,16 @@ SET_CONTENT_TYPE = ("set the Content-Type header to application/json, applicatio
                     "(curl: --data-binary)")
 
 
-def decode_request(request: RequestInput, options: BodyOptions) -> DecodedRequest:
+def decode_request(request: RequestInput, options: BodyOptions, budget: PixelBudget | None = None) -> DecodedRequest:
     """One request -> its arrays by input name (or its texts, for a model with a tokenizer).
 
     Besides ``decode_arrays``' formats: Open Inference Protocol (v2) requests, in JSON or with the binary
     extension (``request.header_length`` is their ``Inference-Header-Content-Length``); for a model that
     takes text, ``{"text": ...}`` and ``text/plain`` bodies; for an image model, encoded images
-    (``images.py``), also as multipart form fields.
+    (``images.py``), also as multipart form fields, decoding at most what the batch's pixel ``budget`` has left.
     """
     if options.images:
-        return decode_image_request(request, options)
+        return decode_image_request(request, options, budget)
     if options.audio:
         return decode_audio_request(request, options)
     payload, names = request.payload, options.input_names
@@ -48,18 +49,19 @@ def decode_request(request: RequestInput, options: BodyOptions) -> DecodedReques
     if options.accepts_text and kind in TEXT_TYPES:
         if options.text_pairs:
             raise UnsupportedMediaType(f"this model answers questions about a text: send JSON {PAIR_EXAMPLE}")
-        return DecodedRequest({}, texts=text_from_plain(payload))
+        return DecodedRequest({}, texts=text_from_plain(payload, options.max_text_chars))
     # Triton's client sends v2 JSON without a content type: sniff it, as decode_arrays does.
     if isinstance(payload, (bytes, bytearray, str)) and payload and (
             kind in JSON_TYPES or (kind == "" and sniff_media_type(payload) in JSON_TYPES)):
         document = parse_json(payload)
     if options.text_pairs:  # before v2: {"inputs": [{"question", "context"}, ...]} is a list of inputs too
-        pairs = pairs_from_json(document)
+        pairs = pairs_from_json(document, options.max_text_chars, options.max_instances)
         if pairs is not None:
             return DecodedRequest({}, pairs=pairs)
     if is_v2(document):
         return _decoded_v2(document, names, options.answer_names)
-    texts = texts_from_json(document) if options.accepts_text and not options.text_pairs else None
+    texts = (texts_from_json(document, options.max_text_chars, options.max_instances)
+             if options.accepts_text and not options.text_pairs else None)
     if texts is not None:
         return DecodedRequest({}, texts=texts)
     return DecodedRequest(decode_arrays(document, request.content_type, names))
@@ -113,7 +115,7 @@ def decode_arrays(payload: Any, content_type: str | None, names: Sequence[str]) 
     if kind in JSON_TYPES:
         return arrays_from_json(parse_json(payload), names)
     raise UnsupportedMediaType(
-        f"content type {kind!r} is not supported; send application/json, application/x-npy or application/x-npz"
+        f"content type {quoted(kind)} is not supported; send application/json, application/x-npy or application/x-npz"
     )
 
 

@@ -9,6 +9,8 @@ or ``parameters.binary_data_output``), with the same header on the response.
 from __future__ import annotations
 
 import json
+import math
+import re
 import struct
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -18,7 +20,7 @@ import numpy as np
 from handlers.bodies.arrays import holds_bool
 from handlers.bodies.common import parse_json
 from handlers.encode import label_name
-from handlers.errors import AnsweredError, MalformedRequest
+from handlers.errors import AnsweredError, MalformedRequest, quoted
 
 PLAIN = AnsweredError.protocol  # our own JSON and .npy formats
 V2 = "v2"
@@ -29,6 +31,9 @@ DATATYPES = {"FP32": np.float32, "FP64": np.float64, "FP16": np.float16, "INT64"
 REQUEST_KEYS = {"id", "inputs", "outputs", "parameters"}
 TENSOR_KEYS = {"name", "shape", "datatype", "data", "parameters"}
 OUTPUTS = ("probabilities", "class", "label")  # what our (single-label) classifiers answer, in this order
+HEADER_LENGTH_DIGITS = re.compile(r"[0-9]{1,10}")  # int() would also read "1_0_7", " 107", "+107" and other scripts' digits
+MAX_ID_CHARS = 256  # the id is echoed in the answer: a longer one is refused, never echoed
+MAX_ELEMENTS = 1 << 31  # a shape whose product exceeds this is refused before anything is allocated
 
 
 @dataclass(frozen=True)
@@ -48,10 +53,9 @@ def is_v2(document: Any) -> bool:
 
 def split_binary(payload: Any, header_value: str) -> tuple[bytes, memoryview]:
     """The JSON header and the binary section of a binary-extension body."""
-    try:
-        header_length = int(header_value)
-    except ValueError:
-        raise MalformedRequest(f"{HEADER_LENGTH} must be an integer; got {header_value!r}") from None
+    if not isinstance(header_value, str) or not HEADER_LENGTH_DIGITS.fullmatch(header_value):
+        raise MalformedRequest(f"{HEADER_LENGTH} must be a byte count of 1 to 10 digits 0-9; got {quoted(header_value)}")
+    header_length = int(header_value)
     if not isinstance(payload, (bytes, bytearray)):
         raise MalformedRequest(f"{HEADER_LENGTH} is set but the body is not binary")
     if not 0 < header_length <= len(payload):
@@ -80,7 +84,7 @@ def decode_v2(document: dict, input_names: str | Sequence[str], binary: memoryvi
     names = (input_names,) if isinstance(input_names, str) else tuple(input_names)
     unknown = set(document) - REQUEST_KEYS
     if unknown:
-        raise MalformedRequest(f"v2 request has unknown keys {sorted(unknown)}; allowed: {sorted(REQUEST_KEYS)}")
+        raise MalformedRequest(f"v2 request has unknown keys {quoted(sorted(unknown))}; allowed: {sorted(REQUEST_KEYS)}")
     inputs = document["inputs"]
     if (not isinstance(inputs, list) or len(inputs) != len(names)
             or not all(isinstance(tensor, dict) for tensor in inputs)):
@@ -93,9 +97,9 @@ def decode_v2(document: dict, input_names: str | Sequence[str], binary: memoryvi
         shape, dtype = _shape_and_dtype(tensor)
         if tensor["name"] not in names:
             expected = f"this model's input is {names[0]!r}" if len(names) == 1 else f"this model's inputs are {list(names)}"
-            raise MalformedRequest(f"v2 input is named {tensor['name']!r}; {expected}")
+            raise MalformedRequest(f"v2 input is named {quoted(tensor['name'])}; {expected}")
         if tensor["name"] in arrays:
-            raise MalformedRequest(f"v2 input {tensor['name']!r} is sent twice")
+            raise MalformedRequest(f"v2 input {quoted(tensor['name'])} is sent twice")
         binary_size = _parameters(tensor).get("binary_data_size")
         if binary_size is None:
             arrays[tensor["name"]] = _from_data(tensor, shape, dtype)
@@ -106,8 +110,20 @@ def decode_v2(document: dict, input_names: str | Sequence[str], binary: memoryvi
         if offset == 0:
             raise MalformedRequest(f"the body holds {len(binary)} binary bytes but no input declares binary_data_size")
         raise MalformedRequest(f"the binary section holds {len(binary)} bytes; the inputs declare {offset}")
-    request_id = document.get("id")
-    return arrays, V2Options(None if request_id is None else str(request_id), *_requested_outputs(document, answer_names))
+    return arrays, V2Options(request_id(document), *_requested_outputs(document, answer_names))
+
+
+def request_id(document: dict) -> str | None:
+    """The request's ``id`` (a string, echoed in the answer), at most MAX_ID_CHARS long."""
+    value = document.get("id")
+    if value is None:
+        return None
+    if not isinstance(value, (str, int)) or isinstance(value, bool):
+        raise MalformedRequest(f"v2 'id' must be a string; got {type(value).__name__}")
+    value = str(value)
+    if len(value) > MAX_ID_CHARS:
+        raise MalformedRequest(f"v2 'id' holds {len(value):,} characters; at most {MAX_ID_CHARS} (it is echoed in the answer)")
+    return value
 
 
 def _shape_and_dtype(tensor: dict) -> tuple[list[int], np.dtype]:
@@ -116,14 +132,21 @@ def _shape_and_dtype(tensor: dict) -> tuple[list[int], np.dtype]:
         raise MalformedRequest(f"v2 input needs {sorted(missing)}")
     unknown = set(tensor) - TENSOR_KEYS
     if unknown:
-        raise MalformedRequest(f"v2 input has unknown keys {sorted(unknown)}; allowed: {sorted(TENSOR_KEYS)}")
-    dtype = DATATYPES.get(tensor["datatype"])
+        raise MalformedRequest(f"v2 input has unknown keys {quoted(sorted(unknown))}; allowed: {sorted(TENSOR_KEYS)}")
+    datatype = tensor["datatype"]
+    dtype = DATATYPES.get(datatype) if isinstance(datatype, str) else None
     if dtype is None:
-        raise MalformedRequest(f"v2 datatype {tensor['datatype']!r} is not supported; use one of {sorted(DATATYPES)}")
-    shape = tensor["shape"]
+        raise MalformedRequest(f"v2 datatype {quoted(datatype)} is not supported; use one of {sorted(DATATYPES)}")
+    return checked_shape(tensor["shape"]), np.dtype(dtype)
+
+
+def checked_shape(shape: Any) -> list[int]:
+    """A v2 shape: a list of non-negative integers whose product stays below MAX_ELEMENTS."""
     if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
-        raise MalformedRequest(f"v2 shape must be a list of non-negative integers; got {shape!r}")
-    return shape, np.dtype(dtype)
+        raise MalformedRequest(f"v2 shape must be a list of non-negative integers; got {quoted(shape)}")
+    if math.prod(shape) > MAX_ELEMENTS or any(d > MAX_ELEMENTS for d in shape):
+        raise MalformedRequest(f"v2 shape {quoted(shape)} holds more than {MAX_ELEMENTS:,} elements")
+    return shape
 
 
 def _from_data(tensor: dict, shape: list[int], dtype: np.dtype) -> np.ndarray:
@@ -131,16 +154,21 @@ def _from_data(tensor: dict, shape: list[int], dtype: np.dtype) -> np.ndarray:
         raise MalformedRequest("v2 input needs 'data' (or parameters.binary_data_size with a binary body)")
     try:
         values = np.asarray(tensor["data"])
-    except ValueError as err:
-        raise MalformedRequest(f"v2 data is not a rectangular array of numbers: {err}") from None
+    except (ValueError, OverflowError, RecursionError) as err:
+        raise MalformedRequest(f"v2 data is not a rectangular array of numbers: {quoted(str(err), 200)}") from None
     # numpy reads [1.5, true] as numbers: a boolean is refused wherever it stands, unless the datatype is BOOL.
     if values.dtype.kind not in ("b" if dtype.kind == "b" else "iuf") or (dtype.kind != "b" and holds_bool(tensor["data"])):
         raise MalformedRequest(f"v2 data must be numbers for datatype {tensor['datatype']}")
     if dtype.kind in "iu" and values.dtype.kind == "f":
         raise MalformedRequest(f"v2 data holds fractions; datatype {tensor['datatype']} needs integers")
-    expected = int(np.prod(shape, dtype=np.int64))
+    expected = math.prod(shape)
     if values.size != expected:
         raise MalformedRequest(f"v2 data holds {values.size} values; shape {shape} needs {expected}")
+    if dtype.kind in "iu" and values.size and values.dtype.kind in "iu":
+        info, low, high = np.iinfo(dtype), values.min(), values.max()
+        if low < info.min or high > info.max:  # astype would wrap 1000 to -24 for INT8
+            raise MalformedRequest(f"v2 data holds {low if low < info.min else high}, outside {tensor['datatype']} "
+                                   f"[{info.min}, {info.max}]")
     return values.astype(dtype, copy=False).reshape(shape)
 
 
@@ -148,9 +176,9 @@ def _from_binary(binary: memoryview | None, offset: int, size: Any, shape: list[
     """One tensor's bytes, at ``offset`` of the binary section (tensors follow each other in input order)."""
     if binary is None:
         raise MalformedRequest(f"v2 input declares binary_data_size but the request has no {HEADER_LENGTH} header")
-    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    if not isinstance(size, int) or size != expected:
-        raise MalformedRequest(f"v2 binary_data_size is {size!r}; shape {shape} of {dtype.name} needs {expected} bytes")
+    expected = math.prod(shape) * dtype.itemsize
+    if not isinstance(size, int) or isinstance(size, bool) or size != expected:
+        raise MalformedRequest(f"v2 binary_data_size is {quoted(size)}; shape {shape} of {dtype.name} needs {expected} bytes")
     if len(binary) < offset + size:
         declares = "the input declares" if offset == 0 else "the inputs declare at least"
         raise MalformedRequest(f"the binary section holds {len(binary)} bytes; {declares} {offset + size}")
@@ -162,12 +190,15 @@ def _requested_outputs(document: dict, answer_names: Sequence[str]) -> tuple[tup
     requested = document.get("outputs")
     if requested is None:
         return tuple(answer_names), frozenset(answer_names) if all_binary else frozenset()
-    if not isinstance(requested, list) or not all(isinstance(o, dict) and "name" in o for o in requested):
-        raise MalformedRequest("v2 'outputs' must be a list of objects with a 'name'")
+    if not isinstance(requested, list) or not all(isinstance(o, dict) and isinstance(o.get("name"), str)
+                                                  for o in requested):
+        raise MalformedRequest("v2 'outputs' must be a list of objects with a 'name' (a string)")
     names = tuple(o["name"] for o in requested)
     unknown = [n for n in names if n not in answer_names]
     if unknown:
-        raise MalformedRequest(f"v2 outputs {unknown} are not produced; this model answers {list(answer_names)}")
+        raise MalformedRequest(f"v2 outputs {quoted(unknown)} are not produced; this model answers {list(answer_names)}")
+    if len(set(names)) != len(names):  # each is answered once: a repeated list would multiply the answer
+        raise MalformedRequest(f"v2 'outputs' names an output more than once; name each of {list(answer_names)} at most once")
     binary = {o["name"] for o in requested if _parameters(o).get("binary_data", all_binary)}
     return names, frozenset(binary)
 

@@ -24,6 +24,7 @@ class RequestInput:
     header_length: str | None = None
     accept: str | None = None  # application/x-npy asks for a binary answer
     fields: tuple[tuple[str, Any, str | None], ...] = ()  # multipart form: (name, value, content type) per field
+    request_id: str | None = None  # TorchServe's id for the request, named in the worker's log
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,7 @@ class BodyOptions:
     max_instances: int | None = None
     audio: Mapping[str, AudioPreprocess] | None = None  # an audio model: WAV bodies, decoded by this
     text_pairs: bool = False  # extractive question answering: {"question": ..., "context": ...} bodies
+    max_text_chars: int | None = None  # texts are cut to this many characters before tokenising
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from handlers.errors import MalformedRequest, TooManyInstances
+from handlers.errors import InvalidInput, MalformedRequest, TooManyInstances, quoted
 
 TEXT_KEY = "text"
 TEXT_TYPES = ("text/plain",)
@@ -13,20 +13,42 @@ PAIR_KEYS = ("question", "context")
 PAIR_EXAMPLE = '{"question": "...", "context": "..."}'
 
 
-def texts_from_json(document: Any) -> list[str] | None:
-    """The texts of ``{"text": "..."}`` or ``{"text": [...]}``; None when the body is not a text request."""
+def texts_from_json(document: Any, max_chars: int | None = None, max_instances: int | None = None) -> list[str] | None:
+    """The texts of ``{"text": "..."}`` or ``{"text": [...]}``, each cut to ``max_chars`` (counted against
+    ``max_instances`` first); None when the body is not a text request."""
     if not isinstance(document, dict) or set(document) != {TEXT_KEY}:
         return None
     value = document[TEXT_KEY]
     texts = [value] if isinstance(value, str) else value
     if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
         raise MalformedRequest(f"'{TEXT_KEY}' must be a string or a non-empty list of strings")
-    return texts
+    if max_instances is not None:
+        check_count(texts, max_instances)
+    return [checked_text(text, max_chars, f"'{TEXT_KEY}'" if len(texts) == 1 else f"'{TEXT_KEY}'[{idx}]")
+            for idx, text in enumerate(texts)]
 
 
-def pairs_from_json(document: Any) -> list[tuple[str, str]] | None:
+def checked_text(text: str, max_chars: int | None, what: str) -> str:
+    """A text cut to ``max_chars`` (the tokenizer would drop the rest anyway), refused when empty or when it is
+    not Unicode the tokenizer can take (a lone surrogate such as "\\ud800", which JSON can carry)."""
+    if max_chars is not None:
+        text = text[:max_chars]
+    if not text.strip():
+        raise MalformedRequest(f"{what} is empty; send at least one word")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise MalformedRequest(f"{what} holds {quoted(err.object[err.start:err.end])} at character {err.start}, "
+                               "which is not text (a lone UTF-16 surrogate)") from None
+    return text
+
+
+def pairs_from_json(document: Any, max_chars: int | None = None, max_instances: int | None = None
+                    ) -> list[tuple[str, str]] | None:
     """The (question, context) pairs of ``{"question": q, "context": c}`` or ``{"inputs": {...} | [{...}, ...]}``;
-    None when the body is neither (it may still hold token ids)."""
+    None when the body is neither (it may still hold token ids). With ``max_chars`` (a text's most characters
+    the model reads), a longer question, or a context longer than ``max_instances`` windows could hold, is
+    refused before anything is tokenised."""
     if isinstance(document, dict) and set(document) == {"inputs"} and isinstance(document["inputs"], (dict, list)):
         items = document["inputs"] if isinstance(document["inputs"], list) else [document["inputs"]]
         if not items or not all(isinstance(i, dict) and set(i) == set(PAIR_KEYS) for i in items):
@@ -40,12 +62,21 @@ def pairs_from_json(document: Any) -> list[tuple[str, str]] | None:
         items = [document]
     else:
         return None
+    if max_instances is not None:
+        check_count(items, max_instances, "questions")
+    longest_context = None if max_chars is None else max_chars * (max_instances or 1)
     pairs = []
-    for item in items:
+    for idx, item in enumerate(items):
         question, context = item["question"], item["context"]
-        if not isinstance(question, str) or not isinstance(context, str) or not question.strip() or not context.strip():
+        if not isinstance(question, str) or not isinstance(context, str):
             raise MalformedRequest("question and context must be non-empty strings")
-        pairs.append((question, context))
+        where = "" if len(items) == 1 else f" {idx}"
+        if max_chars is not None and len(question) > max_chars:
+            raise InvalidInput(f"question{where} holds {len(question)} characters; the model reads at most {max_chars}")
+        if longest_context is not None and len(context) > longest_context:
+            raise TooManyInstances(f"context{where} holds {len(context)} characters; at most {longest_context} "
+                                   "(the windows one request may take)")
+        pairs.append((checked_text(question, None, f"question{where}"), checked_text(context, None, f"context{where}")))
     return pairs
 
 
@@ -56,13 +87,18 @@ def check_count(texts: list, max_instances: int, noun: str | None = None) -> Non
         raise TooManyInstances(f"{what}; at most {max_instances} per request")
 
 
-def text_from_plain(payload: Any) -> list[str]:
-    """A ``text/plain`` body as one text (UTF-8)."""
+def text_from_plain(payload: Any, max_chars: int | None = None) -> list[str]:
+    """A ``text/plain`` body as one text (UTF-8), cut to ``max_chars``."""
     if isinstance(payload, (bytes, bytearray)):
+        cut = max_chars is not None and len(payload) > 4 * max_chars
+        if cut:  # a UTF-8 character is at most 4 bytes: decode no more than can be kept
+            payload = payload[:4 * max_chars]
         try:
             payload = payload.decode("utf-8")
         except UnicodeDecodeError as err:
-            raise MalformedRequest(f"text body is not valid UTF-8 (byte {err.start})") from None
+            if not (cut and err.end == len(payload)):
+                raise MalformedRequest(f"text body is not valid UTF-8 (byte {err.start})") from None
+            payload = payload[:err.start].decode("utf-8")  # the cut split a character: drop its first bytes
     if not isinstance(payload, str) or not payload:
         raise MalformedRequest("text body is empty")
-    return [payload]
+    return [checked_text(payload, max_chars, "the text body")]

@@ -1,4 +1,4 @@
-"""Run archive.sh from Python, exactly as a user would from the shell."""
+"""Run archive.sh from Python, exactly as a user would from the shell (``servekit archive`` is this)."""
 from __future__ import annotations
 
 import os
@@ -10,10 +10,9 @@ from pathlib import Path
 ARCHIVE_SH = Path(__file__).resolve().parent / "archive.sh"
 
 
-def run_archive_sh(model_dirs: list[Path], model_store: Path, quiet: bool = False,
-                   build_dir: Path | None = None) -> None:
-    """Archive each model directory (or, with none given, every one under ``build_dir``) into
-    ``model_store`` with this environment's torch-model-archiver."""
+def run_archive_sh(model_dirs: list[Path], model_store: Path, quiet: bool = False, build_dir: Path | None = None) -> None:
+    """Archive each model directory (none: every one under ``build_dir``) into ``model_store`` with this
+    venv's torch-model-archiver; raises CalledProcessError when archive.sh refuses (it says why on stderr)."""
     env = {**os.environ, "MODEL_STORE": str(Path(model_store).resolve()),
            "ARCHIVER": str(Path(sys.executable).parent / "torch-model-archiver")}
     if build_dir is not None:

@@ -19,3 +19,5 @@ DEFAULT_MODEL_STORE = Path("model_store")
 DEFAULT_REPORTS_DIR = Path("reports")
 POOLINGS = ("mean", "cls")                  # --transformers on a base model: how token states become one vector
 DEFAULT_MAX_SECONDS = 10.0                  # --transformers audio: the longest clip
+MAX_RELATIVE_ERROR = 0.05                   # non-classification variant gate: worst |variant - FP32| / max |FP32|
+MIN_R2 = 0.99                               # regression variant gate: R^2 of the variant's outputs against FP32's

@@ -72,7 +72,7 @@ def build_model_dir(model: nn.Module, build: ModelBuild, heldout: np.ndarray | d
     spec = ExportSpec.of(build.signature, examples=build.examples)
     # The settings first (a wrong one is refused before anything is exported), then the labels against the model.
     config = model_config(build.signature, build.labels, build.batching, top_k=build.top_k, output=build.output, **task)
-    check_label_count(model, spec, build.labels)
+    check_label_count(model, spec, build.labels, probe(model, spec))
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     # Beside out_dir, so the moves below are renames on one filesystem; a dot keeps archive.sh's glob off it.
     with tempfile.TemporaryDirectory(prefix=f".{out_dir.name}.staging-", dir=out_dir.parent) as staging_dir:
@@ -107,14 +107,28 @@ def _named(heldout: np.ndarray | dict[str, np.ndarray], spec: ExportSpec) -> dic
     return heldout
 
 
-def check_label_count(model: nn.Module, spec: ExportSpec, labels: Sequence[str]) -> None:
+def probe(model: nn.Module, spec: ExportSpec) -> object:
+    """Run the model once on a dummy batch of the declared inputs; a model that cannot take them is a one-line
+    ConfigError naming the declared inputs and torch's complaint (a wrong --input shape was exit 1 with
+    "unexpected RuntimeError: mat1 and mat2 shapes cannot be multiplied")."""
+    model.eval()
+    example = spec.example()
+    try:
+        with torch.inference_mode():
+            return model(*example) if isinstance(example, tuple) else model(example)
+    except (RuntimeError, ValueError, TypeError, IndexError) as err:
+        declared = ", ".join(f"{s.name}: {s.dtype} [N, {', '.join(map(str, s.shape))}]" for s in spec.signature.inputs)
+        first = next((line.strip() for line in str(err).splitlines() if line.strip()), type(err).__name__)
+        raise ConfigError(f"the model does not take the declared inputs ({declared}): {type(err).__name__}: "
+                          f"{first}; check --input / --input-shape against forward()") from None
+
+
+def check_label_count(model: nn.Module, spec: ExportSpec, labels: Sequence[str], output: object = None) -> None:
     """One label per class the model answers, or none at all (then classes are named by index)."""
     if not labels:
         return
-    model.eval()
-    example = spec.example(1)
-    with torch.inference_mode():
-        output = model(*example) if isinstance(example, tuple) else model(example)
+    if output is None:
+        output = probe(model, spec)
     if not isinstance(output, torch.Tensor):
         return  # several outputs: labels name the classes of a classifier's one output
     classes = int(output.shape[-1])

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from handlers.config import DEFAULT_THRESHOLD, TASKS, HandlerConfig, InputContract
+from handlers.config import CLASSIFICATION, DEFAULT_THRESHOLD, TASKS, HandlerConfig, InputContract
 from handlers.errors import ConfigError
 from handlers.signature import InputSpec, Signature
 from servekit.build.defaults import DEFAULT_ATOL, DEFAULT_BUILD_DIR, DEFAULT_RTOL, FORMATS, OUTPUT_NAME
@@ -49,6 +49,7 @@ class ExportOptions(ImageOptions):
     name: str | None = None
     task: str | None = None
     weights: Path | None = None
+    random_weights: bool = False  # the factory's own initialisation, said on purpose (else --weights is required)
     inputs: tuple[str, ...] = ()  # NAME:DTYPE:DIMS[:MIN..MAX], in forward()'s order
     outputs: tuple[str, ...] = ()
     input_name: str = "input"
@@ -84,7 +85,7 @@ def export_user_model(options: ExportOptions) -> Path:
     signature = signature_from_options(options)
     if wants_image(options):
         signature = image_signature(signature, options)
-    model = load_user_model(options.factory, options.weights)
+    model = load_user_model(options.factory, options.weights, options.random_weights)
     task: dict = {"task": options.task}
     if options.multi_label:
         task.update(multi_label=True, threshold=options.threshold)
@@ -164,21 +165,24 @@ class VariantOptions:
     calibration_labels: Path | None = None
     finetune_epochs: int = 0
     build_dir: Path = DEFAULT_BUILD_DIR
+    random_weights: bool = False  # the factory's own initialisation, said on purpose (else --weights is required)
 
 
 def user_variant_inputs(options: VariantOptions) -> VariantInputs:
     """The variant job of a bring-your-own model, exported before with ``servekit export``."""
     from servekit.build.export import ExportSpec
 
-    missing = [flag for flag, value in (("--name", options.name), ("--heldout", options.heldout),
-                                         ("--heldout-labels", options.heldout_labels)) if value is None]
+    missing = [flag for flag, value in (("--name", options.name), ("--heldout", options.heldout)) if value is None]
     if missing:
-        raise UserModelError(f"variants of your own model need {', '.join(missing)} (accuracy gates need labelled data)")
+        raise UserModelError(f"variants of your own model need {', '.join(missing)}")
     base_dir = options.build_dir / options.name
     if not (base_dir / MODEL_CONFIG_FILE).exists():
         raise UserModelError(f"{base_dir / MODEL_CONFIG_FILE} is missing: run 'servekit export --factory ... "
                              f"--name {options.name}' first")
-    signature = HandlerConfig.from_model_yaml(yaml.safe_load((base_dir / MODEL_CONFIG_FILE).read_text())).signature
+    config = HandlerConfig.from_model_yaml(yaml.safe_load((base_dir / MODEL_CONFIG_FILE).read_text()))
+    signature, classifier = config.signature, config.task == CLASSIFICATION
+    if classifier and options.heldout_labels is None:
+        raise UserModelError("variants of a classifier need --heldout-labels (its accuracy gate needs labelled data)")
 
     def inputs(path: Path) -> np.ndarray | dict[str, np.ndarray]:
         arrays = heldout_inputs(path, signature)  # .npy for one input, .npz with one array per input
@@ -187,14 +191,15 @@ def user_variant_inputs(options: VariantOptions) -> VariantInputs:
     def labels(path: Path) -> np.ndarray:
         return load_npy(path).astype(np.int64)
 
-    x_test, y_test = inputs(options.heldout), labels(options.heldout_labels)
+    x_test = inputs(options.heldout)
+    y_test = labels(options.heldout_labels) if classifier else None  # other tasks are gated against FP32 alone
     x_cal = inputs(options.calibration) if options.calibration else x_test
     y_cal = labels(options.calibration_labels) if options.calibration_labels else None
     if options.finetune_epochs and y_cal is None:
         raise UserModelError("--finetune-epochs needs --calibration and --calibration-labels")
-    return VariantInputs(options.name, load_user_model(options.factory, options.weights),
+    return VariantInputs(options.name, load_user_model(options.factory, options.weights, options.random_weights),
                          ExportSpec.of(signature), base_dir, x_cal,
-                         y_cal if y_cal is not None else np.zeros(_count(x_cal), np.int64), x_test, y_test)
+                         y_cal if y_cal is not None else np.zeros(_count(x_cal), np.int64), x_test, y_test, config.task)
 
 
 def _count(x: np.ndarray | dict[str, np.ndarray]) -> int:

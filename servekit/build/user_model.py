@@ -23,8 +23,17 @@ class UserModelError(ValueError):
     """The model reference, weights or inputs given on the command line are unusable."""
 
 
-def load_user_model(reference: str, weights: Path | None = None) -> nn.Module:
-    """``'pkg.mod:factory'`` -> ``factory()`` in eval mode, with ``weights`` (a state_dict) loaded."""
+def load_user_model(reference: str, weights: Path | None = None, random_weights: bool = False) -> nn.Module:
+    """``'pkg.mod:factory'`` -> ``factory()`` in eval mode, with ``weights`` (a state_dict) loaded.
+
+    Without ``weights`` the factory's own (random) initialisation would be exported and served as if
+    trained, so it is refused unless ``random_weights`` says that is meant (a smoke test, a benchmark).
+    """
+    if weights is None and not random_weights:
+        raise UserModelError("--weights is missing: without it the model keeps its random initialisation; give "
+                             "--weights STATE_DICT.pt, or --random-weights if untrained weights are what you mean")
+    if weights is not None and random_weights:
+        raise UserModelError("give --weights or --random-weights, not both")
     module_name, _, attr = reference.partition(":")
     if not module_name or not attr:
         raise UserModelError(f"model reference {reference!r} must look like 'package.module:factory'")

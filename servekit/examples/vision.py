@@ -16,7 +16,9 @@ TINY_LABELS = ("sky", "ground", "other")
 TINY_CROP, TINY_RESIZE = 32, 40
 TINY_MAX_PIXELS = 1_000_000
 IMAGENET_MEAN, IMAGENET_STD = "0.485,0.456,0.406", "0.229,0.224,0.225"
-TINY_EXPORT = ExportOptions(factory="servekit.examples.vision:tiny_vision", name=TINY_NAME, task="classification",
+# Seeded random weights: the tiny model proves mechanics, not accuracy (said with random_weights).
+TINY_EXPORT = ExportOptions(factory="servekit.examples.vision:tiny_vision", random_weights=True, name=TINY_NAME,
+                            task="classification",
                             labels=",".join(TINY_LABELS), inputs=(f"image:float32:3,{TINY_CROP},{TINY_CROP}",),
                             image_resize=TINY_RESIZE, image_mean=IMAGENET_MEAN, image_std=IMAGENET_STD,
                             image_max_pixels=TINY_MAX_PIXELS)
@@ -44,14 +46,18 @@ class BasicBlock(nn.Module):
         self.bn1 = nn.BatchNorm2d(outputs)
         self.conv2 = nn.Conv2d(outputs, outputs, 3, 1, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(outputs)
+        # Two ReLU modules, not one used twice: torchao's PT2E quantizer matches conv + add + relu by module,
+        # and one module at two places gave its partition two outputs ("Input partition has more than one
+        # output node"), which ended `make images`. ReLU holds no weights: saved state dicts still load.
         self.relu = nn.ReLU(inplace=True)
+        self.relu_out = nn.ReLU(inplace=True)
         self.shortcut = nn.Identity()
         if stride != 1 or inputs != outputs:
             self.shortcut = nn.Sequential(nn.Conv2d(inputs, outputs, 1, stride, bias=False), nn.BatchNorm2d(outputs))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
-        return self.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+        return self.relu_out(self.bn2(self.conv2(out)) + self.shortcut(x))
 
 
 class ResNet18(nn.Module):

@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import io
 import json
-from dataclasses import dataclass
+import struct
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
 
+from servekit.measure import hostile_bodies as hostile
 from servekit.serve.client import NPY_CONTENT_TYPE, npy_bytes
 
 JSON = "application/json"
@@ -22,6 +24,7 @@ class BadInput:
     content_type: str
     status: int
     message: str  # a fragment the error message must contain
+    headers: dict = field(default_factory=dict)  # request headers besides Content-Type
 
 
 def _json(value: object) -> bytes:
@@ -90,6 +93,46 @@ def bad_inputs(shape: Sequence[int], max_instances: int, max_request_size: int,
         BadInput("npy body sent as text", b"\x93NUMPY garbage", "text/plain", 415, "text/plain"),
         BadInput("unsupported content type", b"GIF89a", "image/gif", 415, "image/gif"),
         BadInput("body over max_request_size", b"0" * (max_request_size + 1), JSON, 413, ""),
+        *hostile_tensor_bodies(good, input_name),
+    ]
+
+
+def hostile_tensor_bodies(good: np.ndarray, input_name: str) -> list[BadInput]:
+    """The issue-20 review's requests against a tensor model: each once grew an answer past the response limit,
+    cost seconds or gigabytes, or raised outside any request (503 for the whole batch)."""
+    huge = "é" * 1_000_000  # 6 MB once escaped in a JSON answer
+    tensor = v2_request(good, input_name)["inputs"][0]
+    v2_header = _json({"inputs": [{**tensor, "data": None, "parameters": {"binary_data_size": good.nbytes}}]}
+                      ).replace(b'"data": null, ', b"")
+    raw = np.ascontiguousarray(good, "<f4").tobytes()
+    return [
+        BadInput("unknown key of a million characters", json.dumps({"data": good.tolist(), huge: 1},
+                                                                   ensure_ascii=False).encode(), JSON, 400,
+                 "characters)"),
+        BadInput("v2 input name of a million characters", json.dumps({"inputs": [{**tensor, "name": huge}]},
+                                                                     ensure_ascii=False).encode(), JSON, 400,
+                 "characters)"),
+        BadInput("v2 id of 300 characters", _json({**v2_request(good, input_name), "id": "é" * 300}), JSON, 400,
+                 "at most 256"),
+        BadInput("v2 outputs repeated", _json({**v2_request(good, input_name), "outputs": [{"name": "probabilities"}] * 3}),
+                 JSON, 400, "more than once"),
+        BadInput("v2 datatype a list", _json({"inputs": [{**tensor, "datatype": ["FP32"]}]}), JSON, 400, "not supported"),
+        BadInput("v2 shape 10**30", _json({"inputs": [{**tensor, "shape": [10 ** 30]}]}), JSON, 400, "holds more than"),
+        BadInput("v2 INT8 data past its range", _json({"inputs": [{**tensor, "datatype": "INT8",
+                                                                   "data": [1000] * good.size}]}), JSON, 400, "outside INT8"),
+        BadInput("Inference-Header-Content-Length 1_0_7", v2_header + raw, "application/octet-stream", 400,
+                 "digits 0-9", {"Inference-Header-Content-Length": "_".join(str(len(v2_header)))}),
+        BadInput("npz whose directory lies about sizes", hostile.lying_npz(256 * 1024 * 1024), "application/x-npz", 400,
+                 "npz member"),
+        BadInput("npy version 2 header and nothing after", b"\x93NUMPY\x02\x00\x00\x00", NPY_CONTENT_TYPE, 400,
+                 "truncated"),
+        BadInput("npy shape 2^32 x 2^32", hostile.npy_header("<f4", "(4294967296, 4294967296)"), NPY_CONTENT_TYPE, 400,
+                 "damaged or truncated"),
+        BadInput("npy shape 10**20", hostile.npy_header("<f4", "(100000000000000000000,)"), NPY_CONTENT_TYPE, 400,
+                 "digits"),
+        BadInput("npy dimension of 5,000 digits", hostile.npy_header("<f4", "(" + "9" * 5000 + ",)"), NPY_CONTENT_TYPE,
+                 400, "digits"),
+        BadInput("npy dtype |S0", hostile.npy_header("|S0", "(8,)"), NPY_CONTENT_TYPE, 400, "has no size"),
     ]
 
 
@@ -134,6 +177,38 @@ def bad_images(max_pixels: int, input_name: str) -> list[BadInput]:
                  "BYTES"),
         BadInput("v2 BYTES count mismatch", _json({"inputs": [{"name": input_name, "shape": [2], "datatype": "BYTES",
                                                                "data": [b64(photo)]}]}), JSON, 400, "says 2 images"),
+        *hostile_images(max_pixels, input_name, photo),
+    ]
+
+
+def hostile_images(max_pixels: int, input_name: str, photo: bytes) -> list[BadInput]:
+    """The issue-20 review's image requests: metadata floods, images that together decode past the request's
+    pixel budget, a frame its data does not fill, damaged EXIF, an SVG, a 0x0 PNG."""
+    import base64
+
+    b64 = lambda data: base64.b64encode(data).decode()  # noqa: E731
+    side = int((max_pixels * 0.8) ** 0.5)  # under the per-image cap; two of them are over the request's budget
+    junk = b64(photo)
+    junk = junk[:100] + "*" + junk[100:]
+    header = _json({"inputs": [{"name": input_name, "shape": [1], "datatype": "BYTES",
+                                "parameters": {"binary_data_size": 4 + 100}}]})
+    overrun = header + struct.pack("<I", 5000) + b"\0" * 100  # says 5,000 bytes follow; 100 do
+    return [
+        BadInput("PNG with 50,000 empty chunks", hostile.png_with_chunks(50_000), "image/png", 413, "PNG chunks"),
+        BadInput("JPEG with 100,000 empty segments", hostile.jpeg_with_segments(100_000), "image/jpeg", 413,
+                 "JPEG segments"),
+        BadInput("images decoding past the request's budget", _json({"data": [b64(hostile.lossless_webp(side))] * 2}),
+                 JSON, 413, "per request"),
+        BadInput("JPEG declaring 4x the rows its data holds", hostile.jpeg_declaring_more_rows(4), "image/jpeg", 400,
+                 "scan data ends before"),
+        *[BadInput(f"JPEG with damaged EXIF ({kind})", hostile.jpeg_with_exif(bytes.fromhex(blob)), "image/jpeg", 400,
+                   "damaged EXIF") for kind, blob in sorted(hostile.DAMAGED_EXIF.items())],
+        BadInput("SVG sent as octet-stream", b"<?xml version='1.0'?><svg xmlns='http://www.w3.org/2000/svg'/>",
+                 "application/octet-stream", 415, "is SVG"),
+        BadInput("0x0 PNG", png_declaring(0, 0), "image/png", 400, "header cannot be read"),
+        BadInput("base64 with a junk character", _json({"data": junk}), JSON, 400, "not valid base64"),
+        BadInput("v2 BYTES length prefix past the data", overrun, "application/octet-stream", 400, "declares 5000 bytes",
+                 {"Inference-Header-Content-Length": str(len(header))}),
     ]
 
 
@@ -198,16 +273,24 @@ def bad_questions(max_instances: int) -> list[BadInput]:
     ]
 
 
-def bad_texts(max_instances: int, input_names: Sequence[str] = ("input_ids", "attention_mask")) -> list[BadInput]:
-    """Every bad text body for a model that takes text (token classification among them) through ``input_names``."""
+def bad_texts(max_instances: int = 64, input_names: Sequence[str] = ("input_ids", "attention_mask")) -> list[BadInput]:
+    """Every bad text body for a model that takes text through ``input_names`` (token classification among them):
+    each a 4xx for itself alone. 5 MB of text is cut to the model's length before tokenising: answered, quickly."""
     too_far = {name: [[2, 10**6, 3] if name == "input_ids" else [0, 0, 0] if name == "token_type_ids" else [1, 1, 1]]
                for name in input_names}
     return [
+        BadInput("empty text", _json({"text": ""}), JSON, 400, "is empty"),
+        BadInput("an empty text in a list", _json({"text": ["rain", ""]}), JSON, 400, "is empty"),
+        BadInput("whitespace text/plain", b"   ", "text/plain", 400, "is empty"),
+        BadInput("empty text body", b"", "text/plain", 400, "empty"),
         BadInput("empty text list", _json({"text": []}), JSON, 400, "non-empty list of strings"),
         BadInput("text not a string", _json({"text": [1, 2]}), JSON, 400, "non-empty list of strings"),
-        BadInput("text body not UTF-8", b"\xff\xfe\xfa", "text/plain", 400, "not valid UTF-8"),
-        BadInput("empty text body", b"", "text/plain", 400, "empty"),
+        BadInput("a lone surrogate", b'{"text": ["rain", "\\ud800 snow"]}', JSON, 400, "surrogate"),
+        BadInput("text/plain that is not UTF-8", b"\xff\xfe rain", "text/plain", 400, "UTF-8"),
         BadInput("more texts than allowed", _json({"text": ["a"] * (max_instances + 1)}), JSON, 413,
                  f"{max_instances + 1} texts"),
         BadInput("token ids past the vocabulary", _json({"inputs": too_far}), JSON, 422, "above the allowed maximum"),
+        BadInput("5 MB of text/plain (answered)", b"rain " * 1_000_000, "text/plain", 200, ""),
     ]
+
+

@@ -94,8 +94,8 @@ def run_images(build_dir: Path, model_store: Path, reports_dir: Path, epochs: in
         doc["variants"] = json.loads((variant_reports / "variants.json").read_text())["variants"]
     print("==> measuring decode (ours vs naive, 640x427 and 12 MP JPEG; serial vs 2 threads)")
     doc["decode"] = measure_decode()
-    write_report(reports_dir, "images", doc, render(doc))
-    print(f"wrote {reports_dir}/images.md")
+    if write_report(reports_dir, "images", doc, render(doc)) is not None:
+        print(f"wrote {reports_dir}/images.md")
     return doc
 
 

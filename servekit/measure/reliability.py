@@ -54,13 +54,14 @@ class CaseOutcome:
     passed: bool
 
 
-def send_together(client: TorchServeClient, model: str, bodies: list[tuple[bytes, str]]) -> list[requests.Response]:
-    """Release every request at once (barrier) so the frontend batches them together."""
+def send_together(client: TorchServeClient, model: str, bodies: list[tuple]) -> list[requests.Response]:
+    """Release every request at once (barrier) so the frontend batches them together; each request is
+    (body, content type) or (body, content type, headers)."""
     barrier = threading.Barrier(len(bodies))
 
-    def send(body: tuple[bytes, str]) -> requests.Response:
+    def send(body: tuple) -> requests.Response:
         barrier.wait()
-        return client.predict_raw(model, *body)
+        return client.predict_raw(model, body[0], body[1], headers=body[2] if len(body) > 2 else None)
 
     with ThreadPoolExecutor(max_workers=len(bodies)) as pool:
         return list(pool.map(send, bodies))
@@ -81,7 +82,7 @@ def run_matrix(client: TorchServeClient, archive: str, shape: tuple[int, ...], c
     group = max(1, batch_size // 2)
     for start in range(0, len(cases), group):
         chunk = cases[start:start + group]
-        bodies = [(c.body, c.content_type) for c in chunk] + [(good, good_type)] * len(chunk)
+        bodies = [(c.body, c.content_type, c.headers) for c in chunk] + [(good, good_type)] * len(chunk)
         responses = send_together(client, archive, bodies)
         for case, response in zip(chunk, responses):
             message = error_message(response)

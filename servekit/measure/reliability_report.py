@@ -8,8 +8,9 @@ from pathlib import Path
 import requests
 
 from servekit.build.archiving import run_archive_sh
-from servekit.measure.bad_inputs import bad_images, bad_inputs
-from servekit.serve.client import TorchServeError
+from handlers.signature import InputSpec, Signature
+from servekit.measure.bad_inputs import bad_images, bad_inputs, bad_texts
+from servekit.serve.client import TorchServeError, UnsafeRegistration
 from servekit.examples.demo import demo_build_inputs
 from servekit.build.model_config import Batching
 from servekit.examples.models import DEMO_MODELS
@@ -21,7 +22,7 @@ MAX_REQUEST_SIZE = 6291456
 BATCH_SIZE = 16
 
 
-def run_reliability(build_dir: Path, reports_dir: Path) -> dict:
+def run_reliability(build_dir: Path, reports_dir: Path | None) -> dict:
     """Everything against one server; writes reports/reliability.{md,json}."""
     from servekit.build.model_dir import build_model_dir
 
@@ -36,6 +37,7 @@ def run_reliability(build_dir: Path, reports_dir: Path) -> dict:
     from servekit.examples.vision import TINY_MAX_PIXELS, TINY_NAME, export_tiny_vision
 
     run_archive_sh([export_tiny_vision(build_dir)], store, quiet=True)
+    text_archive = _export_text_model(build_dir, store)
     server = TorchServe(store, build_dir / "reliability_server")
     client = server.start()
     doc: dict = {"matrix": [], "faults": [], "access": []}
@@ -53,6 +55,7 @@ def run_reliability(build_dir: Path, reports_dir: Path) -> dict:
                       f"expected; {good_failures} good batch-mates harmed")
         _image_matrix(client, doc, TINY_NAME, TINY_MAX_PIXELS)
         _checkpoint_matrix(client, doc, build_dir, store)
+        _text_matrix(client, doc, text_archive)
         mlp_shape = shapes["digits_mlp"]
         for fault in (kill_worker_under_load(client, "digits_mlp_onnx", mlp_shape),
                       scale_under_load(client, "digits_mlp_ts", mlp_shape),
@@ -70,8 +73,8 @@ def run_reliability(build_dir: Path, reports_dir: Path) -> dict:
                               "seconds": round(time.monotonic() - started, 1), "lost": 0})
     finally:
         server.stop()
-    write_report(reports_dir, "reliability", doc, render(doc))
-    print(f"wrote {reports_dir}/reliability.md")
+    if write_report(reports_dir, "reliability", doc, render(doc)) is not None:
+        print(f"wrote {reports_dir}/reliability.md")
     return doc
 
 
@@ -116,6 +119,33 @@ def _checkpoint_matrix(client, doc: dict, build_dir: Path, store: Path) -> None:
                               "healthy_after": client.ping()})
         print(f"  {archive_name}: {sum(o.passed for o in outcomes)}/{len(outcomes)} bad bodies answered as expected; "
               f"{good_failures} good batch-mates harmed")
+def _export_text_model(build_dir: Path, store: Path) -> str:
+    """The test-sized BERT with its tokenizer (trained for seconds), archived; returns its archive name."""
+    from servekit.build.model_dir import ModelBuild, build_model_dir
+    from servekit.examples.text_model import LABELS, MAX_LENGTH, TINY, VOCAB_SIZE, prepare_text_task
+
+    task = prepare_text_task(build_dir / "reliability_text", TINY, train_count=400, epochs=2)
+    ids = InputSpec("input_ids", (f"1..{MAX_LENGTH}",), "int64", 0, VOCAB_SIZE - 1)
+    mask = InputSpec("attention_mask", (f"1..{MAX_LENGTH}",), "int64", 0, 1)
+    build = ModelBuild("reliability_bert", Signature((ids, mask)), LABELS, Batching(), formats=("onnx",),
+                       tokenizer=task.tokenizer_path)
+    run_archive_sh([build_model_dir(task.model, build, dict(task.test_inputs), build_dir / "reliability_bert",
+                                    atol=1e-4)], store, quiet=True)
+    return "reliability_bert_onnx"
+
+
+def _text_matrix(client, doc: dict, archive_name: str) -> None:
+    """Bad texts (empty, a lone surrogate, not UTF-8) and 5 MB of text mixed with a good sentence."""
+    import json
+
+    client.register(f"{archive_name}.mar", batch_size=BATCH_SIZE, max_batch_delay_ms=10)
+    cases = bad_texts()
+    outcomes, good_failures = run_matrix(client, archive_name, (), cases, BATCH_SIZE,
+                                         (json.dumps({"text": "the match and the goal"}).encode(), "application/json"))
+    doc["matrix"].append({"archive": archive_name, "cases": [asdict(o) for o in outcomes],
+                          "good_requests": len(cases), "good_failures": good_failures, "healthy_after": client.ping()})
+    print(f"  {archive_name}: {sum(o.passed for o in outcomes)}/{len(outcomes)} bad texts answered as expected; "
+          f"{good_failures} good batch-mates harmed")
 
 
 def access_checks(client) -> list[dict]:
@@ -128,12 +158,25 @@ def access_checks(client) -> list[dict]:
             response = method(target, headers=headers, timeout=10, **({"json": {"data": [0.5] * 64}} if api == "inference" else {}))
             checks.append({"check": f"{label} on {api}", "status": response.status_code,
                            "refused": response.status_code in (400, 401, 403)})
-    for outside in ("file:///etc/passwd.mar", "https://example.invalid/model.mar"):
-        try:
-            client.register(outside, batch_size=1, max_batch_delay_ms=1)
-            checks.append({"check": f"register {outside}", "status": 200, "refused": False})
+    registrations = (("file:///etc/passwd.mar", None), ("https://example.invalid/model.mar", None),
+                     ("jar:file:///elsewhere/x.mar!/", "jarred"), ("digits_mlp_ts.mar", "../../x"),
+                     ("digits_mlp_ts.mar", "a b"))
+    for url, name in registrations:
+        label = f"register {url}" + (f" as {name!r}" if name else "")
+        try:  # servekit's client refuses before sending anything
+            client.register(url, model_name=name, batch_size=1, max_batch_delay_ms=1)
+            checks.append({"check": f"{label} (servekit client)", "status": 200, "refused": False})
+        except UnsafeRegistration:
+            checks.append({"check": f"{label} (servekit client)", "status": "not sent", "refused": True})
+        params = {"url": url, "batch_size": 1, "max_batch_delay": 1, "initial_workers": 1, "synchronous": "true",
+                  **({"model_name": name} if name else {})}
+        try:  # and TorchServe itself, or our handler refusing to load under that name
+            client.post_model(params)
+            status = 200
         except TorchServeError as err:
-            checks.append({"check": f"register {outside}", "status": err.status, "refused": True})
+            status = err.status
+        left = name is not None and name in client.list_models()
+        checks.append({"check": f"{label} (curl)", "status": status, "refused": status != 200 and not left})
     return checks
 
 

@@ -13,7 +13,8 @@ import numpy as np
 
 from handlers.backends import load_backend
 from handlers.signature import InputSpec, Signature
-from servekit.build.model_dir import TOKENIZER_FILE, ModelBuild, build_model_dir
+from servekit.build.model_dir import TOKENIZER_FILE, ModelBuild, build_model_dir, seal
+from servekit.build.variants import Gates
 from servekit.serve.load import run_load
 from servekit.build.model_config import MODEL_CONFIG_FILE, Batching
 from servekit.build.optimize.quantize import onnx_dynamic_int8
@@ -77,7 +78,7 @@ def _served(build_dir: Path, work_dir: Path, texts: list[str]) -> dict[str, floa
     return results
 
 
-def run_text_report(work_dir: Path, reports_dir: Path, threads: int = 1, epochs: int = 4) -> dict:
+def run_text_report(work_dir: Path, reports_dir: Path | None, threads: int = 1, epochs: int = 4) -> dict:
     """Train, export, quantize, measure; write reports/text_model.{md,json}."""
     print("==> training the 4-layer, 256-wide BERT on the synthetic topic task")
     task = prepare_text_task(work_dir / "data", SMALL, epochs=epochs)
@@ -89,10 +90,12 @@ def run_text_report(work_dir: Path, reports_dir: Path, threads: int = 1, epochs:
     base = work_dir / "build" / "bert_small"
     build_model_dir(task.model, build, dict(task.test_inputs), base, atol=1e-4)
     int8_dir = work_dir / "build" / "bert_small_int8"
-    int8_dir.mkdir(parents=True, exist_ok=True)
-    int8_path = onnx_dynamic_int8(base / "model.onnx", int8_dir / "model.onnx")
+    staging = work_dir / "build" / ".bert_small_int8.staging"  # archive.sh never sees it half-built
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    int8_path = onnx_dynamic_int8(base / "model.onnx", staging / "model.onnx")
     for name in (MODEL_CONFIG_FILE, TOKENIZER_FILE):
-        shutil.copyfile(base / name, int8_dir / name)
+        shutil.copyfile(base / name, staging / name)
     paths = {"onnx_fp32": base / "model.onnx", "onnx_int8": int8_path}
     print(f"==> timing FP32 and INT8 in-process, ORT on {threads} thread(s)")
     timings = _time_backends(paths, threads)
@@ -103,13 +106,31 @@ def run_text_report(work_dir: Path, reports_dir: Path, threads: int = 1, epochs:
                "agreement": float((predicted["onnx_int8"] == predicted["onnx_fp32"]).mean()),
                "max_abs_logit_diff": float(np.abs(logits["onnx_int8"] - logits["onnx_fp32"]).max()),
                "heldout": len(task.test_labels)}
-    print("==> served throughput, INT8, 16 concurrent clients: batching vs batch size 1")
-    served = _served(work_dir / "build", work_dir, task.test_texts)
+    sizes = {name: path.stat().st_size for name, path in paths.items()}
+    served, skipped = None, gate_int8(quality, staging, int8_dir)
+    if skipped is None:
+        print("==> served throughput, INT8, 16 concurrent clients: batching vs batch size 1")
+        served = _served(work_dir / "build", work_dir, task.test_texts)
+    else:
+        print(f"    INT8 not served: {skipped}")
     document = {"threads": threads, "timings_p50_ms": timings, "quality": quality, "served_req_per_s": served,
-                "sizes_bytes": {name: path.stat().st_size for name, path in paths.items()}}
-    write_report(reports_dir, "text_model", document, _markdown(document))
-    print(f"wrote {reports_dir / 'text_model.md'}")
+                "served_skipped": skipped, "sizes_bytes": sizes}
+    if write_report(reports_dir, "text_model", document, _markdown(document)) is not None:
+        print(f"wrote {reports_dir / 'text_model.md'}")
     return document
+
+
+def gate_int8(quality: dict, staging: Path, int8_dir: Path) -> str | None:
+    """Seal the INT8 folder when it agrees with FP32 as the variant gates ask (archive.sh packs only what a
+    validation.json vouches for) and move it into place; else remove it and say why (None when sealed)."""
+    gates = Gates()
+    shutil.rmtree(int8_dir, ignore_errors=True)
+    if quality["agreement"] < gates.min_agreement:
+        shutil.rmtree(staging, ignore_errors=True)
+        return f"top-1 agreement with FP32 {quality['agreement']:.2%} < {gates.min_agreement:.0%}"
+    seal(staging, {"variants": {"onnx_int8": {"reference": "onnx_fp32", **quality}}})
+    staging.rename(int8_dir)
+    return None
 
 
 def _markdown(doc: dict) -> str:
@@ -137,7 +158,13 @@ Sizes: FP32 {doc['sizes_bytes']['onnx_fp32'] / 1e6:.1f} MB, INT8 {doc['sizes_byt
 FP32 accuracy {q['accuracy_fp32']:.2%}, INT8 accuracy {q['accuracy_int8']:.2%}, top-1 agreement
 {q['agreement']:.2%}, worst logit difference {q['max_abs_logit_diff']:.3f}.
 
-## Served, INT8 archive with text in, {SERVED_CONCURRENCY} concurrent Python clients, {SERVED_SECONDS:g} s each
+{_served_markdown(s, doc.get("served_skipped"))}"""
+
+
+def _served_markdown(s: dict | None, skipped: str | None) -> str:
+    if s is None:
+        return f"## Served\n\nNot measured: the INT8 model failed its gate ({skipped}).\n"
+    return f"""## Served, INT8 archive with text in, {SERVED_CONCURRENCY} concurrent Python clients, {SERVED_SECONDS:g} s each
 
 | registration | requests/s |
 |---|---|

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +13,8 @@ import numpy as np
 import requests
 import requests.adapters
 
+from handlers.config import MODEL_NAME
+
 NPY_CONTENT_TYPE = "application/x-npy"
 
 
@@ -19,6 +22,26 @@ PREDICTIONS = "predictions"  # models: POST /predictions/NAME
 WFPREDICT = "wfpredict"  # workflows: POST /wfpredict/NAME
 V2_INFER = "v2/models/{model}/infer"  # Open Inference Protocol (KServe v2)
 SHUTDOWN_RACE = "ConcurrentModificationException"  # TorchServe 0.12, unregistering a model under load
+
+
+ARCHIVE_NAME = re.compile(rf"{MODEL_NAME.pattern}\.(mar|war)")
+
+
+class UnsafeRegistration(ValueError):
+    """A registration naming its archive by URL or path, or a model name TorchServe could not route back."""
+
+
+def check_registration(archive: str, model_name: str | None = None) -> None:
+    """Archives are registered by their file name in the model store, models by a name DELETE can reach.
+
+    TorchServe 0.12 registers ``url=jar:file:///elsewhere/x.mar!/`` (then loads its store folder itself) and
+    ``model_name=../../x`` (which no DELETE /models/... can reach afterwards).
+    """
+    if not ARCHIVE_NAME.fullmatch(archive):
+        raise UnsafeRegistration(f"archive {archive!r} must be the file name of a .mar or .war in the model store "
+                                 "(NAME.mar): URLs (any scheme) and paths are refused")
+    if model_name is not None and not MODEL_NAME.fullmatch(model_name):
+        raise UnsafeRegistration(f"model name {model_name!r} must match {MODEL_NAME.pattern}")
 
 
 class TorchServeError(RuntimeError):
@@ -71,9 +94,10 @@ class TorchServeClient:
             return False
         return response.ok and response.json().get("status") == "Healthy"
 
-    def predict_raw(self, model: str, body: bytes, content_type: str, endpoint: str = PREDICTIONS) -> requests.Response:
+    def predict_raw(self, model: str, body: bytes, content_type: str, endpoint: str = PREDICTIONS,
+                    headers: dict[str, str] | None = None) -> requests.Response:
         """POST a body as is and return the response, whatever its status (``endpoint=WFPREDICT`` for workflows)."""
-        return self._post_inference(f"{endpoint}/{model}", body, content_type)
+        return self._post_inference(f"{endpoint}/{model}", body, content_type, headers)
 
     def predict_json(self, model: str, data: Any, endpoint: str = PREDICTIONS) -> dict:
         """``{"data": data}`` as JSON; returns the decoded answer or raises TorchServeError."""
@@ -100,13 +124,19 @@ class TorchServeClient:
 
     def register(self, archive: str, *, batch_size: int, max_batch_delay_ms: int, initial_workers: int = 1,
                  model_name: str | None = None, response_timeout_s: int | None = None) -> dict:
-        """POST /models synchronously with batching parameters."""
+        """POST /models synchronously with batching parameters; an archive named by URL or path, or a model
+        name outside [A-Za-z0-9_.-], is refused before anything is sent (``UnsafeRegistration``)."""
+        check_registration(archive, model_name)
         params: dict[str, Any] = {"url": archive, "batch_size": batch_size, "max_batch_delay": max_batch_delay_ms,
                                   "initial_workers": initial_workers, "synchronous": "true"}
         if model_name:
             params["model_name"] = model_name
         if response_timeout_s:
             params["response_timeout"] = response_timeout_s
+        return self.post_model(params)
+
+    def post_model(self, params: dict[str, Any]) -> dict:
+        """POST /models with exactly these parameters, unchecked (tests use it to see what TorchServe itself does)."""
         return self._management("post", "/models", params=params)
 
     def register_as_built(self, archive: str, model_name: str | None = None) -> dict:
@@ -119,6 +149,7 @@ class TorchServeClient:
 
     def register_workflow(self, archive: str, workflow_name: str | None = None) -> dict:
         """POST /workflows: registers the .war and every .mar its spec names (as <workflow>__<node>)."""
+        check_registration(archive, workflow_name)
         params = {"url": archive, **({"workflow_name": workflow_name} if workflow_name else {})}
         return self._management("post", "/workflows", params=params)
 
@@ -159,9 +190,10 @@ class TorchServeClient:
         return self._checked(self.session.get(f"{self.metrics_url}/metrics", timeout=self.timeout_s)).text
 
     # --- plumbing --------------------------------------------------------------------------
-    def _post_inference(self, path: str, body: bytes, content_type: str) -> requests.Response:
+    def _post_inference(self, path: str, body: bytes, content_type: str,
+                        headers: dict[str, str] | None = None) -> requests.Response:
         return self.session.post(f"{self.inference_url}/{path}", data=body,
-                                 headers={"Content-Type": content_type, **self._auth("inference")},
+                                 headers={"Content-Type": content_type, **(headers or {}), **self._auth("inference")},
                                  timeout=self.timeout_s)
 
     def _auth(self, api: str) -> dict[str, str]:

@@ -79,3 +79,48 @@ def test_a_folder_whose_artifacts_validation_does_not_vouch_for_is_refused(tmp_p
     assert result.returncode != 0
     assert message in result.stderr and "re-run 'servekit export'" in result.stderr
     assert not (tmp_path / "store").exists() or not list((tmp_path / "store").iterdir())
+
+
+def test_another_archive_run_in_the_shared_temporary_folder_cannot_interfere(tmp_path: Path, built_models) -> None:
+    """torch-model-archiver packs in $TMPDIR/<model name>: another user's run of the same model name wrote into
+    and deleted that folder under ours (the suite failed with FileNotFoundError on model-config.yaml while another
+    session archived digits_mlp). Here the shared folder holds a file of that name, so using it must fail."""
+    import os
+    import subprocess
+    import sys
+
+    from servekit.serve.torchserve import REPO_ROOT
+
+    shared = tmp_path / "shared_tmp"
+    shared.mkdir()
+    for name in ("digits_mlp_ts", "digits_mlp_onnx", "digits_mlp_aoti"):
+        (shared / name).write_text("another user's half-packed archive")
+    env = {**os.environ, "TMPDIR": str(shared), "MODEL_STORE": str(tmp_path / "store"),
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    result = subprocess.run([str(REPO_ROOT / "archive.sh"), str(built_models["digits_mlp"].directory)], env=env,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "store" / "digits_mlp_onnx.mar").exists()
+    assert (shared / "digits_mlp_ts").read_text() == "another user's half-packed archive"
+
+
+def test_archive_sh_help_and_the_users_own_folder(tmp_path: Path, built_models) -> None:
+    """--help says how to use it; from another folder, build/ and model_store/ are that folder's."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from servekit.serve.torchserve import REPO_ROOT
+
+    result = subprocess.run([str(REPO_ROOT / "archive.sh"), "--help"], capture_output=True, text=True)
+    assert result.returncode == 0 and "servekit archive" in result.stdout and "does not exist" not in result.stderr
+    shutil.copytree(built_models["digits_mlp"].directory, tmp_path / "build" / "digits_mlp")
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env.pop("MODEL_STORE", None)
+    env.pop("BUILD_DIR", None)
+    result = subprocess.run([str(Path(sys.executable).parent / "servekit"), "archive"], cwd=tmp_path, env=env,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in (tmp_path / "model_store").iterdir()) == [
+        "digits_mlp_aoti.mar", "digits_mlp_onnx.mar", "digits_mlp_ts.mar"]

@@ -24,7 +24,7 @@ class AnyModel:
 
     def load(self) -> torch.nn.Module:
         """The same eager model the export saw (seeded factories, no weights file)."""
-        return load_user_model(f"support.user_models:{self.factory}")
+        return load_user_model(f"support.user_models:{self.factory}", random_weights=True)
 
 
 ANY_MODELS = {
@@ -41,7 +41,7 @@ ANY_MODELS = {
 
 def export_any_model(model: AnyModel, build_dir: Path) -> Path:
     """``servekit export --factory ...`` into ``build_dir/NAME``; fails the test if the export fails."""
-    status = main(["export", "--factory", f"support.user_models:{model.factory}", "--name", model.name,
+    status = main(["export", "--factory", f"support.user_models:{model.factory}", "--random-weights", "--name", model.name,
                    *model.options, "--batch-size", "16", "--max-batch-delay", "20", "--build-dir", str(build_dir),
                    "--formats", FORMATS])
     assert status == 0, f"export of {model.name} failed"

@@ -49,3 +49,34 @@ class LiveServer:
     server: TorchServe
     client: TorchServeClient
     archives: dict[str, str]  # archive name -> demo model name
+
+
+BATCH_COUNTERS = ("HandlerBatches", "HandlerBatchedInstances")  # emitted per batch by handlers/handler.py
+
+
+def batch_counters(client: TorchServeClient, model: str) -> tuple[float, float]:
+    """The model's batches and batched instances so far, from TorchServe's Prometheus endpoint."""
+    import re
+
+    text = client.metrics()
+    values = []
+    for name in BATCH_COUNTERS:
+        found = re.search(rf'^{name}{{[^}}]*ModelName="{re.escape(model)}"[^}}]*}} ([0-9.eE+-]+)$', text, re.M)
+        values.append(float(found[1]) if found else 0.0)
+    return values[0], values[1]
+
+
+def mean_batch_size(client: TorchServeClient, model: str, before: tuple[float, float], instances: int,
+                    timeout_s: float = 30.0) -> float:
+    """Instances per batch since ``before`` (``batch_counters`` then), once the counters hold the
+    ``instances`` answered since: how batching is seen now that no answer header tells a client about others."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        batches, batched = batch_counters(client, model)
+        if batched - before[1] >= instances or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert batched - before[1] >= instances, f"{model}: metrics count {batched - before[1]:g} of {instances} instances"
+    return (batched - before[1]) / max(1.0, batches - before[0])

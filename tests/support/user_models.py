@@ -129,3 +129,35 @@ class UnmaskedWave(nn.Module):
 def unmasked_wave() -> nn.Module:
     torch.manual_seed(0)
     return UnmaskedWave()
+class TwoInputs(nn.Module):
+    """Two float inputs (a [6], b [4]) into one classifier of 3 classes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b, self.out = nn.Linear(6, 8), nn.Linear(4, 8), nn.Linear(8, 3)
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return self.out(torch.relu(self.a(a) + self.b(b)))
+
+
+def two_inputs() -> nn.Module:
+    torch.manual_seed(0)
+    return TwoInputs().eval()
+
+
+class IdsAndMask(nn.Module):
+    """int64 ids and mask into an embedding and a linear layer; the mask becomes float32 inside forward, so
+    a half-precision copy of this model cannot run (float32 x float16): its FP16 variant cannot be built."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embedding, self.head = nn.Embedding(50, 16), nn.Linear(16, 3)
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        weights = mask.unsqueeze(-1).float()
+        return self.head((self.embedding(ids) * weights).sum(1) / weights.sum(1).clamp(min=1))
+
+
+def ids_and_mask() -> nn.Module:
+    torch.manual_seed(0)
+    return IdsAndMask().eval()

@@ -50,7 +50,7 @@ def test_a_model_torch_export_cannot_capture_keeps_the_other_formats(tmp_path: P
     out_dir = tmp_path / "scaled"
     out_dir.mkdir()
     (out_dir / "model.pt2").write_bytes(b"a stale package from an earlier export")
-    status = main(["export", "--factory", "support.user_models:item_scaled", "--name", "scaled", "--task", "regression",
+    status = main(["export", "--factory", "support.user_models:item_scaled", "--random-weights", "--name", "scaled", "--task", "regression",
                    "--input-shape", "4", "--min", "-1", "--max", "1", "--build-dir", str(tmp_path)])
     out = capsys.readouterr().out
     assert status == 0
@@ -148,7 +148,7 @@ def test_cuda_package_runs_on_the_worker_gpu(tmp_path: Path, built_models) -> No
 
 def test_a_two_input_model_with_a_dynamic_length_compiles_and_validates_at_every_length(tmp_path: Path) -> None:
     """The signature's dynamic dimensions become torch.export Dims shared across inputs, like ONNX's axes."""
-    status = main(["export", "--factory", "support.user_models:masked_mean_text", "--name", "text", "--task", "embedding",
+    status = main(["export", "--factory", "support.user_models:masked_mean_text", "--random-weights", "--name", "text", "--task", "embedding",
                    "--input", "input_ids:int64:1..16:0..49", "--input", "attention_mask:int64:1..16:0..1",
                    "--formats", "aoti", "--build-dir", str(tmp_path)])
     assert status == 0

@@ -29,7 +29,7 @@ def test_user_model_exports_with_contract_and_batching(tmp_path: Path, capsys: p
 
 
 def test_broken_export_exits_non_zero_with_the_difference(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    status = main(["export", "--factory", "support.user_models:branchy", "--name", "bad", "--task", "classification",
+    status = main(["export", "--factory", "support.user_models:branchy", "--random-weights", "--name", "bad", "--task", "classification",
                    "--input-shape", "4", "--min", "0.1", "--max", "1", "--build-dir", str(tmp_path)])
     assert status == 2
     err = capsys.readouterr().err
@@ -44,7 +44,7 @@ def test_broken_export_exits_non_zero_with_the_difference(tmp_path: Path, capsys
 ])
 def test_bad_model_reference_is_explained(tmp_path: Path, capsys: pytest.CaptureFixture,
                                           reference: str, message: str) -> None:
-    status = main(["export", "--factory", reference, "--name", "x", "--task", "classification", "--input-shape", "4",
+    status = main(["export", "--factory", reference, "--random-weights", "--name", "x", "--task", "classification", "--input-shape", "4",
                    "--build-dir", str(tmp_path)])
     assert status == 2 and message in capsys.readouterr().err
 
@@ -84,9 +84,9 @@ def test_user_model_variants_are_gated_archived_and_reported(tmp_path: Path, cap
 
 
 def test_user_model_variants_need_labelled_heldout(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    assert main(["variants", "--factory", "support.user_models:tiny_classifier", "--name", "mine",
+    assert main(["variants", "--factory", "support.user_models:tiny_classifier", "--random-weights", "--name", "mine",
                  "--build-dir", str(tmp_path)]) == 2
-    assert "need --heldout, --heldout-labels" in capsys.readouterr().err
+    assert "need --heldout" in capsys.readouterr().err
 
 
 def _stderr_is_one_error_line(err: str) -> str:
@@ -101,6 +101,9 @@ def _stderr_is_one_error_line(err: str) -> str:
     (["--heldout", "{missing}"], "does not exist"),
     (["--weights", "{wrong_weights}"], "is not a state_dict of"),
     (["--input-shape", "four"], "--input-shape must be comma-separated integers"),
+    ([], "--weights is missing: without it the model keeps its random initialisation"),
+    (["--random-weights", "--input-shape", "5"], "does not take the declared inputs (input: float32 [N, 5]): RuntimeError: "
+                                                 "mat1 and mat2 shapes cannot be multiplied"),
 ])
 def test_every_export_error_is_one_line_and_writes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture,
                                                            extra: list[str], message: str) -> None:
@@ -109,14 +112,16 @@ def test_every_export_error_is_one_line_and_writes_nothing(tmp_path: Path, capsy
     paths = {"few": tmp_path / "few.npy", "missing": tmp_path / "missing.npy", "wrong_weights": tmp_path / "wrong.pt"}
     args = ["export", "--factory", "support.user_models:tiny_classifier", "--name", "mine", "--task", "classification",
             "--input-shape", "4", "--build-dir", str(tmp_path / "build")]
-    status = main(args + [a.format(**paths) for a in extra])
+    # every case but the missing-weights one says which weights it means
+    weights = [] if not extra or "--weights" in extra or "--random-weights" in extra else ["--random-weights"]
+    status = main(args + weights + [a.format(**paths) for a in extra])
     assert status == 2
     assert message in _stderr_is_one_error_line(capsys.readouterr().err)
     assert not (tmp_path / "build").exists()
 
 
 def test_a_failed_validation_is_one_line_too(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    status = main(["export", "--factory", "support.user_models:branchy", "--name", "bad", "--task", "classification",
+    status = main(["export", "--factory", "support.user_models:branchy", "--random-weights", "--name", "bad", "--task", "classification",
                    "--input-shape", "4", "--min", "0.1", "--max", "1", "--build-dir", str(tmp_path)])
     assert status == 2
     line = _stderr_is_one_error_line(capsys.readouterr().err)
@@ -129,7 +134,7 @@ def test_an_unexpected_error_is_one_line_with_a_way_to_the_traceback(tmp_path: P
     # A factory that raises: the user's own code failing, which servekit cannot explain any better.
     (tmp_path / "exploding.py").write_text("def build():\n    raise ZeroDivisionError('inside the factory')\n")
     monkeypatch.chdir(tmp_path)
-    status = main(["export", "--factory", "exploding:build", "--name", "x", "--task", "regression", "--input-shape", "4"])
+    status = main(["export", "--factory", "exploding:build", "--random-weights", "--name", "x", "--task", "regression", "--input-shape", "4"])
     assert status == 1
     line = _stderr_is_one_error_line(capsys.readouterr().err)
     assert "unexpected ZeroDivisionError: inside the factory" in line and "SERVEKIT_TRACEBACK=1" in line
@@ -148,7 +153,7 @@ def test_factory_is_imported_from_the_current_folder_like_python_m(tmp_path: Pat
                                        "    return torch.nn.Sequential(torch.nn.Linear(4, 3))\n")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     result = subprocess.run([str(Path(sys.executable).parent / "servekit"), "export", "--factory", "mypackage.models:build_net",
-                             "--name", "mynet", "--task", "classification", "--input-shape", "4", "--labels", "a,b,c",
+                             "--random-weights", "--name", "mynet", "--task", "classification", "--input-shape", "4", "--labels", "a,b,c",
                              "--formats", "torchscript,onnx"],
                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
@@ -165,7 +170,7 @@ def test_make_composition_leaves_the_tracked_report_alone() -> None:
     assert "servekit composition" in recipe and "--reports-dir" not in recipe
 def test_a_trace_that_baked_in_one_length_is_refused_with_every_failing_case(tmp_path: Path,
                                                                              capsys: pytest.CaptureFixture) -> None:
-    status = main(["export", "--factory", "support.user_models:baked_length", "--name", "baked", "--task", "embedding",
+    status = main(["export", "--factory", "support.user_models:baked_length", "--random-weights", "--name", "baked", "--task", "embedding",
                    "--input", "input_ids:int64:1..16:0..49", "--input", "attention_mask:int64:1..16:0..1",
                    "--build-dir", str(tmp_path)])
     assert status == 2
@@ -185,6 +190,6 @@ def test_a_trace_that_baked_in_one_length_is_refused_with_every_failing_case(tmp
 ])
 def test_bad_signature_options_are_explained(tmp_path: Path, capsys: pytest.CaptureFixture, options: list[str],
                                              message: str) -> None:
-    status = main(["export", "--factory", "support.user_models:tiny_classifier", "--name", "x", *options,
+    status = main(["export", "--factory", "support.user_models:tiny_classifier", "--random-weights", "--name", "x", *options,
                    "--build-dir", str(tmp_path)])
     assert status == 2 and message in capsys.readouterr().err

@@ -72,3 +72,23 @@ def test_other_failures_are_not_swallowed(management) -> None:
     client = management((500, {"code": 500, "type": "InternalServerException", "message": "boom"}), models=[])
     with pytest.raises(TorchServeError, match="boom"):
         client.unregister("warm")
+
+
+@pytest.mark.parametrize(("archive", "name"), [
+    ("jar:file:///elsewhere/x.mar!/", None), ("file:digits.mar", None), ("https://example.invalid/m.mar", None),
+    ("/abs/digits.mar", None), ("../digits.mar", None), ("digits.mar.zip", None),
+    ("digits.mar", "../../x"), ("digits.mar", "a b"), ("digits.mar", ".hidden"), ("digits.mar", "x/y"),
+])
+def test_registrations_by_url_path_or_unroutable_name_are_refused_before_sending(management, archive, name) -> None:
+    from servekit.serve.client import UnsafeRegistration
+
+    client = management((200, {}), [])
+    with pytest.raises(UnsafeRegistration):
+        client.register(archive, model_name=name, batch_size=1, max_batch_delay_ms=1)
+
+
+def test_plain_store_names_register(management) -> None:
+    from servekit.serve.client import check_registration
+
+    for archive, name in (("digits_mlp_onnx.mar", None), ("flow.war", "flow"), ("a.mar", "Model_1.2-b")):
+        check_registration(archive, name)

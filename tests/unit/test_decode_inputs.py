@@ -11,7 +11,7 @@ import pytest
 from handlers.bodies.decode import decode_arrays, decode_request
 from handlers.bodies.npz import MAX_UNPACKED_BYTES, decode_npz
 from handlers.bodies.request import BodyOptions, RequestInput
-from handlers.errors import MalformedRequest
+from handlers.errors import MalformedRequest, TooComplex
 
 NAMES = ("input_ids", "attention_mask")
 OPTIONS = BodyOptions(NAMES)
@@ -60,7 +60,7 @@ def test_npz_that_unpacks_past_the_cap_is_refused_before_reading() -> None:
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         archive.writestr("input_ids.npy", b"\0" * (MAX_UNPACKED_BYTES + 1))
     assert len(buffer.getvalue()) < MAX_UNPACKED_BYTES // 100  # a zip bomb: small body, huge content
-    with pytest.raises(MalformedRequest, match="unpacks to"):
+    with pytest.raises(TooComplex, match="unpacks to"):
         decode_npz(buffer.getvalue())
 
 

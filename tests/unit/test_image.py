@@ -137,7 +137,7 @@ def test_wrong_preprocessing_is_refused_when_loaded(image: dict, fragment: str) 
 def test_export_refuses_image_options_that_disagree_with_the_input(options, fragment, tmp_path, capsys) -> None:
     from servekit.cli import main
 
-    status = main(["export", "--factory", "servekit.examples.vision:tiny_vision", "--name", "x", "--task", "classification",
+    status = main(["export", "--factory", "servekit.examples.vision:tiny_vision", "--random-weights", "--name", "x", "--task", "classification",
                    "--input", "image:float32:3,32,32", *options, "--build-dir", str(tmp_path)])
     assert status == 2 and fragment in capsys.readouterr().err
 

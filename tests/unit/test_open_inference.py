@@ -98,7 +98,9 @@ def test_malformed_v2_requests_name_what_was_wrong(document: dict, binary: bytes
 
 
 @pytest.mark.parametrize("body, header, message", [
-    (b'{"inputs":[]}', "abc", "Inference-Header-Content-Length must be an integer; got 'abc'"),
+    (b'{"inputs":[]}', "abc", "Inference-Header-Content-Length must be a byte count of 1 to 10 digits 0-9; got 'abc'"),
+    (b'{"inputs":[]}', "1_3", "digits 0-9; got '1_3'"),
+    (b'{"inputs":[]}', " 13", "digits 0-9; got ' 13'"),
     (b'{"inputs":[]}', "99", "Inference-Header-Content-Length is 99; the body holds 13 bytes"),
     ({"inputs": []}, "13", "Inference-Header-Content-Length is set but the body is not binary"),
 ])

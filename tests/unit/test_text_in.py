@@ -51,7 +51,7 @@ def test_texts_and_token_ids_share_a_batch(bert_build) -> None:
                            [expected_class(bert_build, texts[3])],
                            [expected_class(bert_build, long_text)]]
     assert json.loads(answers[3][1])["predictions"][0]["label"] == "weather"
-    assert int(answers[0][2]["X-Batch-Instances"]) == 6
+    assert all("X-Batch-Instances" not in headers for _, _, headers in answers)
 
 
 def test_a_tokenizer_must_be_able_to_feed_the_inputs(bert_build) -> None:

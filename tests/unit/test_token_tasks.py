@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from handlers.handler import InferenceHandler
-from support.torchserve_context import make_context, run_handler_raw
+from support.torchserve_context import make_context, model_calls, run_handler_raw
 
 JSON = "application/json"
 NER_TEXTS = ["john smith works in paris for acme corp", "mary jones and the new york globex",
@@ -63,7 +63,8 @@ def test_entities_equal_the_token_classification_pipeline(checkpoints, aggregati
     ner = checkpoints["bert-ner"]
     handler, context = handler_for(ner.directory, aggregation=aggregation)
     pipe = pipeline("token-classification", model=str(ner.folder), aggregation_strategy=aggregation)
-    answers = run_handler_raw(handler, context, [
+    with model_calls(handler) as calls:
+        answers = run_handler_raw(handler, context, [
         (json.dumps({"text": NER_TEXTS[0]}).encode(), JSON),
         (json.dumps({"text": NER_TEXTS[1:4]}).encode(), JSON),  # three texts of different lengths in one request
         (NER_TEXTS[4].encode(), "text/plain"),
@@ -152,11 +153,11 @@ def test_answers_equal_the_question_answering_pipeline(checkpoints) -> None:
     handler, context = handler_for(qa.directory)
     pairs = [{"question": q, "context": c} for q, c in QA_CASES]
     answers = run_handler_raw(handler, context, [
-        (json.dumps(pairs[0]).encode(), JSON),
-        (json.dumps({"inputs": pairs[1:4]}).encode(), JSON),  # one request: three questions, one of 7 windows
-        (json.dumps({"inputs": pairs[4]}, ensure_ascii=False).encode(), JSON)])
+            (json.dumps(pairs[0]).encode(), JSON),
+            (json.dumps({"inputs": pairs[1:4]}).encode(), JSON),  # one request: three questions, one of 7 windows
+            (json.dumps({"inputs": pairs[4]}, ensure_ascii=False).encode(), JSON)])
     ours = [row for answer in answers for row in predictions(answer)]
-    assert int(answers[0][2]["X-Batch-Instances"]) == 1 + 1 + 1 + 7 + 1  # every window ran in the one batch
+    assert sum(calls) == 1 + 1 + 1 + 7 + 1  # every window ran (in sub-batches of similar length)
     for (question, text), mine in zip(QA_CASES, ours):
         theirs = reference_answer(model, tokenizer, question, text)
         assert (mine["answer"], mine["start"], mine["end"]) == (theirs["answer"], theirs["start"], theirs["end"])

@@ -35,8 +35,10 @@ def torch_dynamic_int8(model: nn.Module) -> nn.Module:
             return torch.ao.quantization.quantize_dynamic(model.eval(), DYNAMIC_QUANT_LAYERS, dtype=torch.qint8)
 
 
-def pt2e_int8(model: nn.Module, spec: ExportSpec, calibration: np.ndarray) -> nn.Module:
+def pt2e_int8(model: nn.Module, spec: ExportSpec, calibration: np.ndarray | dict[str, np.ndarray]) -> nn.Module:
     """PT2E static INT8 with torchao's x86 Inductor quantizer: INT8 weights and activations, Conv included.
+
+    ``calibration``: training inputs, one array or one per input name (a model with several inputs).
 
     Returns the quantized (Q/DQ) eager module, the twin to validate against; ``export.compile_aoti``
     turns it into a ``.pt2`` whose Q/DQ pairs Inductor fuses into oneDNN INT8 kernels.
@@ -52,10 +54,12 @@ def pt2e_int8(model: nn.Module, spec: ExportSpec, calibration: np.ndarray) -> nn
     for name in single_channel_convs(model):
         quantizer.set_module_name_qconfig(name, None)
     prepared = prepare_pt2e(capture(model, spec).module(), quantizer)
-    samples = torch.from_numpy(np.ascontiguousarray(calibration[:CALIBRATION_SAMPLES], dtype=np.float32))
+    named = calibration if isinstance(calibration, dict) else {spec.signature.names[0]: calibration}
+    samples = [torch.from_numpy(np.ascontiguousarray(named[spec_in.name][:CALIBRATION_SAMPLES], dtype=spec_in.dtype))
+               for spec_in in spec.signature.inputs]
     with torch.no_grad():
-        for batch in samples.split(CALIBRATION_BATCH):
-            prepared(batch)
+        for start in range(0, len(samples[0]), CALIBRATION_BATCH):
+            prepared(*(sample[start:start + CALIBRATION_BATCH] for sample in samples))
     # The twin is validated like any model (which calls .eval()); exported modules refuse that by default.
     return allow_exported_model_train_eval(convert_pt2e(prepared))
 

@@ -51,7 +51,7 @@ def prepare(build_dir: Path, store: Path) -> dict:
     model_dir = build_dir / NAME
     if not (model_dir / "model.onnx").exists():
         export_user_model(ExportOptions(
-            factory="servekit.examples.vision:resnet18_224", name=NAME, task="classification",
+            factory="servekit.examples.vision:resnet18_224", random_weights=True, name=NAME, task="classification",
             inputs=("image:float32:3,224,224",), image_resize=256, image_mean=IMAGENET_MEAN, image_std=IMAGENET_STD,
             atol=1e-4, formats="torchscript,onnx", build_dir=build_dir))
     document = yaml.safe_load((model_dir / "model-config.yaml").read_text())
