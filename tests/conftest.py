@@ -144,8 +144,8 @@ HEAVY_TESTS = {"test_image_options_make_the_only_input_an_image", "test_export_r
 NEEDS_DEMO_MODELS = ("test_composition_served.py", "test_variants.py", "test_variants_served.py", "test_bert_served.py",
                      "test_any_model_served.py", "test_reliability.py", "test_images_served.py", "test_docs_run.py",
                      "test_text_model.py", "test_aoti_served.py", "test_container_start.py", "test_serving.py")
-INDEPENDENT = ("test_transformers_served.py", "test_zoo.py", "test_aoti.py", "test_cli_export.py", "test_image.py", "test_image_handler.py", "test_wheel.py",
-               "test_live_requirements.py", "test_cli_help.py", "test_backend_threads.py", "test_ort_telemetry.py",
+INDEPENDENT = ("test_transformers_served.py", "test_zoo.py", "test_aoti.py", "test_cli_export.py", "test_image.py",
+               "test_image_handler.py", "test_wheel.py", "test_live_requirements.py", "test_cli_help.py", "test_backend_threads.py", "test_ort_telemetry.py",
                "test_deploy_manifests.py", "test_validate.py", "test_build_atomic.py")
 LONG_FILES = tuple(name for pair in zip(NEEDS_DEMO_MODELS, INDEPENDENT) for name in pair)
 
@@ -157,7 +157,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.heavy)
     rank = {name: i for i, name in enumerate(LONG_FILES)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
-    return export_tiny_vision(tmp_path_factory.mktemp("image_models"))
 
 
 SERVER_EXIT_GRACE_S = 30.0  # TorchServe takes up to this long to stop its workers after SIGTERM
