@@ -259,7 +259,7 @@ def bad_questions(max_instances: int) -> list[BadInput]:
     good = {"question": "who works ?", "context": "john works"}
     return [
         BadInput("question without context", _json({"question": "who ?"}), JSON, 400, "exactly the keys"),
-        BadInput("empty question", _json({"question": " ", "context": "x"}), JSON, 400, "non-empty strings"),
+        BadInput("empty question", _json({"question": " ", "context": "x"}), JSON, 400, "question is empty"),
         BadInput("question not a string", _json({"inputs": [good, {"question": 1, "context": "x"}]}), JSON, 400,
                  "non-empty strings"),
         BadInput("question too long for any window", _json({"question": "who " * 1000, "context": "x"}), JSON, 422,

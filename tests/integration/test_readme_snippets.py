@@ -30,8 +30,7 @@ def test_the_triton_client_snippet_runs_as_written(live: LiveServer, built_model
     snippet = python_block("tritonclient.http")
     assert README_ADDRESS in snippet
     snippet = snippet.replace(README_ADDRESS, live.client.inference_url.removeprefix("http://"))
-    (tmp_path / "serving").mkdir()  # where `servekit serve` keeps the key file
-    shutil.copy(live.server.workdir / "key_file.json", tmp_path / "serving" / "key_file.json")
+    shutil.copy(live.server.workdir / "key_file.json", tmp_path / "key_file.json")  # the long way's start folder
     built = built_models["digits_cnn"]
     (tmp_path / "build" / "samples").mkdir(parents=True)
     (tmp_path / "build" / "samples" / "digits_cnn.npy").write_bytes(npy_bytes(built.x_test[0]))

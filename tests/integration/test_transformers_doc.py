@@ -25,7 +25,7 @@ def bash_blocks(text: str) -> list[str]:
 
 
 def test_the_page_is_left_to_this_test() -> None:
-    from test_docs_run import PAGES  # noqa: the generic harness must not run it a second time
+    from test_docs_run import PAGES  # the generic harness must not run it a second time
 
     assert DOC not in PAGES
 

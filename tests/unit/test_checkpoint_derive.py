@@ -13,7 +13,7 @@ from handlers.config import CLASSIFICATION, EMBEDDING, QUESTION_ANSWERING, TOKEN
 from handlers.signature import Range
 from servekit.build.checkpoint.derive import CheckpointError, CheckpointOptions, derive
 from servekit.build.images import photo_crops
-from servekit.examples.zoo import BY_NAME, IMAGE_LABELS, NER_LABELS, SPECTROGRAM, TEXT_LABELS, save_checkpoint
+from servekit.examples.zoo import IMAGE_LABELS, NER_LABELS, SPECTROGRAM, TEXT_LABELS, save_checkpoint
 
 
 @pytest.fixture(scope="module")
