@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import shutil
 import struct
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -21,6 +22,8 @@ from handlers.config import HandlerConfig
 from handlers.bodies.open_inference import HEADER_LENGTH
 from servekit.measure.bad_inputs import bad_images
 from servekit.build.images import preprocess
+from servekit.build.model_config import write_model_config
+from servekit.build.model_dir import seal
 from servekit.measure.reliability import run_matrix
 from support.image_models import MAX_PIXELS, NAME, photos, tiny_vision
 from support.serving import BATCH_SIZE, MAX_BATCH_DELAY_MS, LiveServer, batch_counters, mean_batch_size, run_archive_sh
@@ -30,8 +33,8 @@ JSON = "application/json"
 
 
 @pytest.fixture(scope="module")
-def served_images(live: LiveServer, model_store: Path, image_model: Path):
-    result = run_archive_sh(model_store, image_model)
+def served_images(live: LiveServer, model_store: Path, image_model: Path, tmp_path_factory: pytest.TempPathFactory):
+    result = run_archive_sh(model_store, roomy_batches(image_model, tmp_path_factory.mktemp("images") / NAME))
     assert result.returncode == 0, result.stderr
     names = [f"{NAME}_{fmt}" for fmt in ("ts", "onnx")]
     for archive in names:
@@ -39,6 +42,17 @@ def served_images(live: LiveServer, model_store: Path, image_model: Path):
     yield live.client
     for archive in names:
         live.client.unregister(archive)
+
+
+def roomy_batches(image_model: Path, copy: Path) -> Path:
+    """The tiny model with a batch pixel budget for a full batch of these photos: its default (twice one request's
+    1 MP) would answer some of them 429 "retry" (tests/unit/test_hostile_bodies.py covers that budget)."""
+    shutil.copytree(image_model, copy)
+    config = yaml.safe_load((copy / "model-config.yaml").read_text())
+    config["handler"]["input"]["image"]["max_batch_pixels"] = BATCH_SIZE * MAX_PIXELS
+    write_model_config(copy / "model-config.yaml", config)
+    seal(copy)
+    return copy
 
 
 def in_process(image_model: Path, images: list[bytes]) -> np.ndarray:
