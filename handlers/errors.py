@@ -6,6 +6,8 @@ from typing import Any
 # Client text echoed in a message is cut to this many characters: an answer never grows with what the
 # client sent (JSON escaping turns one "é" into 6 bytes, and an answer over max_response_size kills the worker).
 ECHO_CHARS = 64
+# And a whole message, whatever a raise site forgot to cut: an error answer stays small by construction.
+MAX_MESSAGE_CHARS = 1024
 
 
 def quoted(value: Any, limit: int = ECHO_CHARS) -> str:
@@ -30,6 +32,8 @@ class AnsweredError(Exception):
     protocol = "plain"
 
     def __init__(self, message: str) -> None:
+        if len(message) > MAX_MESSAGE_CHARS:
+            message = f"{message[:MAX_MESSAGE_CHARS]}... (message cut from {len(message):,} characters)"
         super().__init__(message)
         self.message = message
 

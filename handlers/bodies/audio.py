@@ -14,12 +14,11 @@ import numpy as np
 from handlers.audio import AudioPreprocess, sniff_audio
 from handlers.bodies.arrays import JSON_DATA_KEY, JSON_INPUTS_KEY, arrays_from_json
 from handlers.bodies.common import JSON_TYPES, media_type, parse_json, starts_like
-from handlers.bodies.images import _b64, _split_bytes_elements
+from handlers.bodies.encoded import WAV, b64_bytes, body_bytes, field_bytes, v2_encoded_files
 from handlers.bodies.npy import NPY_MAGIC, NPY_TYPES, decode_npy
-from handlers.bodies.open_inference import (HEADER_LENGTH, REQUEST_KEYS, TENSOR_KEYS, V2, V2Options, _parameters,
-                                            _requested_outputs, decode_v2, is_v2, v2_document)
+from handlers.bodies.open_inference import V2, V2Options, _requested_outputs, decode_v2, is_v2, request_id, v2_document
 from handlers.bodies.request import BodyOptions, DecodedRequest, RequestInput
-from handlers.errors import MalformedRequest, RequestError, TooManyInstances, UnsupportedMediaType
+from handlers.errors import MalformedRequest, RequestError, TooManyInstances, UnsupportedMediaType, quoted
 
 WAV_TYPES = ("audio/wav", "audio/x-wav", "audio/wave", "audio/vnd.wave")
 RAW_TYPES = ("", "application/octet-stream")  # raw bytes whose format we sniff
@@ -37,13 +36,13 @@ def decode_audio_request(request: RequestInput, options: BodyOptions) -> Decoded
     clips = _Clips(name, preprocess, options)
     payload, kind = request.payload, media_type(request.content_type)
     if request.fields:
-        return clips.decoded([_field_bytes(f) for f in request.fields])
+        return clips.decoded([field_bytes(f, WAV) for f in request.fields])
     if request.header_length is not None:
         return clips.v2(payload, request.header_length)
     if kind in WAV_TYPES:
-        return clips.decoded([_body_bytes(payload)])
+        return clips.decoded([body_bytes(payload, WAV)])
     if kind.startswith("audio/"):
-        raise UnsupportedMediaType(f"content type {kind!r} is not supported; this model accepts audio/wav bodies "
+        raise UnsupportedMediaType(f"content type {quoted(kind)} is not supported; this model accepts audio/wav bodies "
                                    "(PCM or float), JSON with base64 WAV, or raw samples")
     if isinstance(payload, (bytes, bytearray)) and kind in RAW_TYPES and sniff_audio(payload) is not None:
         return clips.decoded([payload])
@@ -56,7 +55,7 @@ def decode_audio_request(request: RequestInput, options: BodyOptions) -> Decoded
     elif starts_like(payload, NPY_MAGIC) and kind in NPY_TYPES + RAW_TYPES:
         return clips.with_mask({name: decode_npy(bytes(payload))})  # raw samples at the model's rate
     else:
-        raise UnsupportedMediaType(f"content type {kind!r} with a body that is not a WAV file; this model takes "
+        raise UnsupportedMediaType(f"content type {quoted(kind)} with a body that is not a WAV file; this model takes "
                                    f"audio: {SEND}")
     if is_v2(document):
         return clips.v2(document)
@@ -95,13 +94,11 @@ class _Clips:
         """A v2 request: a BYTES tensor of WAV files, or FP32 samples; errors in the protocol's own format."""
         try:
             document, binary = v2_document(document, header_length)
-            request_id = document.get("id") if isinstance(document, dict) else None
-            options = V2Options(None if request_id is None else str(request_id),
-                                *_requested_outputs(document, self.options.answer_names))
+            options = V2Options(request_id(document), *_requested_outputs(document, self.options.answer_names))
             tensors = document.get("inputs") if isinstance(document, dict) else None
             if isinstance(tensors, list) and len(tensors) == 1 and isinstance(tensors[0], dict) \
                     and tensors[0].get("datatype") == "BYTES":
-                return self.decoded(_v2_clips(document, self.name, binary), options)
+                return self.decoded(v2_encoded_files(document, self.name, binary, WAV), options)
             arrays, options = decode_v2(document, self.options.input_names, binary, self.options.answer_names)
             return self.with_mask(arrays, options)
         except RequestError as error:
@@ -115,22 +112,6 @@ def _looks_like_json(payload: Any) -> bool:
     return head.lstrip()[:1] in (b"{", b"[")
 
 
-def _body_bytes(payload: Any) -> bytes | bytearray:
-    if payload is None or len(payload) == 0:
-        raise MalformedRequest("request body is empty; expected the WAV file's bytes")
-    if isinstance(payload, str):  # the worker turns only text/* bodies into str; never a WAV
-        raise MalformedRequest("an audio body must be binary, not text")
-    return payload
-
-
-def _field_bytes(field: tuple[str, Any, str | None]) -> bytes | bytearray:
-    """A form field's bytes; a text field may hold a base64 WAV."""
-    name, value, _ = field
-    if isinstance(value, str):
-        return _b64(value, f"form field '{name}'")
-    if not value:
-        raise MalformedRequest(f"form field '{name}' is empty; expected a WAV file")
-    return value
 
 
 def _raw_samples(document: Any, name: str, names: Sequence[str]) -> dict[str, np.ndarray]:
@@ -147,7 +128,7 @@ def _json_clips(document: Any, name: str) -> list[bytes] | None:
     if not isinstance(document, dict) or len(document) != 1 or not set(document) <= {AUDIO_KEY, JSON_DATA_KEY, name}:
         if isinstance(document, dict) and any(isinstance(v, str) for v in document.values()):
             raise MalformedRequest(f"JSON body must be {{\"{AUDIO_KEY}\": \"<base64 WAV>\"}} or a list of them; "
-                                   f"got keys {sorted(document)}")
+                                   f"got keys {quoted(sorted(document))}")
         return None
     key, value = next(iter(document.items()))
     values = value if isinstance(value, list) else [value]
@@ -155,36 +136,4 @@ def _json_clips(document: Any, name: str) -> list[bytes] | None:
         return None  # numbers: raw samples
     if not all(isinstance(v, str) for v in values):
         raise MalformedRequest(f"'{key}' must be a base64 string (a WAV file) or a non-empty list of them")
-    return [_b64(v, f"'{key}'" if len(values) == 1 else f"'{key}'[{i}]") for i, v in enumerate(values)]
-
-
-def _v2_clips(document: dict, name: str, binary: memoryview | None) -> list[Any]:
-    """The WAV files of a v2 BYTES tensor ``[N]``: base64 strings in JSON, length-prefixed in the binary part."""
-    unknown = set(document) - REQUEST_KEYS
-    if unknown:
-        raise MalformedRequest(f"v2 request has unknown keys {sorted(unknown)}; allowed: {sorted(REQUEST_KEYS)}")
-    tensor = document["inputs"][0]
-    if set(tensor) - TENSOR_KEYS or not {"name", "shape"} <= set(tensor):
-        raise MalformedRequest(f"v2 input needs name, shape and datatype (and data or binary_data_size); got {sorted(tensor)}")
-    if tensor["name"] != name:
-        raise MalformedRequest(f"v2 input is named {tensor['name']!r}; this model's audio input is {name!r}")
-    shape = tensor["shape"]
-    if not isinstance(shape, list) or len(shape) not in (1, 2) or shape[1:] not in ([], [1]) or not all(
-            isinstance(d, int) and d >= 0 for d in shape):
-        raise MalformedRequest(f"v2 shape of a BYTES audio tensor must be [N] (or [N, 1]); got {shape!r}")
-    size = _parameters(tensor).get("binary_data_size")
-    if size is None:
-        data = tensor.get("data")
-        if not isinstance(data, list) or not all(isinstance(v, str) for v in data):
-            raise MalformedRequest("v2 BYTES data must be a list of base64 strings (one WAV file each)")
-        clips = [_b64(v, f"v2 element {i}") for i, v in enumerate(data)]
-    else:
-        if binary is None:
-            raise MalformedRequest(f"v2 input declares binary_data_size but the request has no {HEADER_LENGTH} header")
-        if not isinstance(size, int) or size != len(binary):
-            raise MalformedRequest(f"v2 binary_data_size is {size!r}; the binary section holds {len(binary)} bytes")
-        clips = _split_bytes_elements(binary)
-    if len(clips) != shape[0]:
-        raise MalformedRequest(f"v2 shape {shape} says {shape[0]} clips; the tensor holds {len(clips)}")
-    return clips
-
+    return [b64_bytes(v, f"'{key}'" if len(values) == 1 else f"'{key}'[{i}]") for i, v in enumerate(values)]

@@ -251,6 +251,14 @@ def bad_audio(input_name: str, max_seconds: float, max_instances: int, sampling_
         BadInput("v2 BYTES count mismatch", _json({"inputs": [{"name": input_name, "shape": [2], "datatype": "BYTES",
                                                                "data": [b64]}]}), JSON, 400, "says 2 clips"),
         BadInput("an image for an audio model", b"\x89PNG\r\n\x1a\n" + bytes(40), "image/png", 415, "not a WAV file"),
+        # Client text is never echoed whole: each answer stays small whatever the body holds.
+        BadInput("v2 id of 100,000 characters", _json({"id": "\u00e9" * 100_000, "inputs": [
+            {"name": input_name, "shape": [1], "datatype": "BYTES", "data": [b64]}]}), JSON, 400, "at most"),
+        BadInput("v2 input name of 100,000 characters", _json({"inputs": [
+            {"name": "\u00e9" * 100_000, "shape": [1], "datatype": "BYTES", "data": [b64]}]}), JSON, 400,
+            "(100,000 characters)"),
+        BadInput("audio JSON with 20,000 keys", _json({f"key{i}": "x" for i in range(20_000)}), JSON, 400,
+                 "JSON body must be"),
     ]
 
 

@@ -21,6 +21,7 @@ from servekit.measure.bad_inputs import bad_audio
 
 JSON = "application/json"
 TOLERANCE = 1e-4
+MAX_ERROR_BYTES = 1024  # an error answer never grows with the client text it names
 
 
 @pytest.fixture(scope="module")
@@ -130,4 +131,5 @@ def test_bad_audio_bodies_get_their_own_4xx_and_batch_mates_200(audio) -> None:
         assert bad[0] == case.status, (case.name, bad[1])
         error = json.loads(bad[1])["error"]
         assert case.message in (error["message"] if isinstance(error, dict) else error), (case.name, error)
+        assert len(bad[1]) < MAX_ERROR_BYTES, (case.name, len(bad[1]))
         assert mate[0] == 200

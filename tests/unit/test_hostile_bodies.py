@@ -81,6 +81,16 @@ def test_echoed_client_text_is_cut_so_an_error_answer_stays_small(mlp) -> None:
     assert "exactly one key" in message(answers[0][1])
 
 
+def test_an_error_message_is_cut_even_where_a_raise_forgot_to_cut_it() -> None:
+    from handlers.encode import encode_error
+    from handlers.errors import MAX_MESSAGE_CHARS
+
+    error = MalformedRequest("unknown key " + "é" * 100_000)
+    assert len(error.message) < MAX_MESSAGE_CHARS + 64 and "100,012 characters" in error.message
+    assert len(encode_error(error)) < 8 * MAX_MESSAGE_CHARS
+    assert MalformedRequest("short").message == "short"
+
+
 def test_a_v2_id_is_echoed_only_when_short_and_outputs_only_once(mlp) -> None:
     tensor = {"name": mlp[2].contract.name, "shape": [1, 64], "datatype": "FP32", "data": [0.5] * 64}
     answers = with_good(mlp, body_request(js({"id": "é" * 256, "inputs": [tensor]}), JSON),

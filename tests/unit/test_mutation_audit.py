@@ -12,7 +12,7 @@ import pytest
 import torch
 import yaml
 
-from handlers.bodies.images import _b64, _split_bytes_elements
+from handlers.bodies.encoded import b64_bytes, split_bytes_elements
 from handlers.bodies.npy import decode_npy
 from handlers.errors import InvalidInput, MalformedRequest, TooManyPixels
 from handlers.image import ImagePreprocess
@@ -130,7 +130,7 @@ def test_exactly_max_instances_images_are_accepted_and_one_more_refused(image_mo
 def test_base64_with_junk_characters_is_refused(junk: str) -> None:
     text = base64.b64encode(b"\x89PNG\r\n\x1a\n" + bytes(range(40))).decode()
     with pytest.raises(MalformedRequest, match="not valid base64"):
-        _b64(text[:12] + junk + text[12:], "'data'")
+        b64_bytes(text[:12] + junk + text[12:], "'data'")
 
 
 # Mutation: a BYTES element's length prefix not checked against what remains.
@@ -138,11 +138,11 @@ def test_a_v2_bytes_element_whose_length_prefix_overruns_is_refused() -> None:
     import struct
 
     ok = struct.pack("<I", 3) + b"abc" + struct.pack("<I", 2) + b"de"
-    assert [bytes(e) for e in _split_bytes_elements(memoryview(ok))] == [b"abc", b"de"]
+    assert [bytes(e) for e in split_bytes_elements(memoryview(ok))] == [b"abc", b"de"]
     with pytest.raises(MalformedRequest, match="element 1 declares 9 bytes; 2 remain"):
-        _split_bytes_elements(memoryview(struct.pack("<I", 3) + b"abc" + struct.pack("<I", 9) + b"de"))
+        split_bytes_elements(memoryview(struct.pack("<I", 3) + b"abc" + struct.pack("<I", 9) + b"de"))
     with pytest.raises(MalformedRequest, match="length prefix is cut off"):
-        _split_bytes_elements(memoryview(b"\x03\x00"))
+        split_bytes_elements(memoryview(b"\x03\x00"))
 
 
 # Mutation: the object-dtype check removed (a complete pickled .npy then failed only as "not numeric").
