@@ -49,7 +49,7 @@ def directives(page: Page) -> set[str]:
 
 
 def runnable(page: Page, slow: bool) -> list[Block]:
-    return [b for b in page.blocks if b.lang in RUNNABLE and b.not_run is None and (slow or not b.slow)]
+    return [b for b in page.blocks if b.lang in RUNNABLE and b.not_run is None and not b.own_test and (slow or not b.slow)]
 
 
 def server_blocks(word: str) -> list[Block]:

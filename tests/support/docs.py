@@ -5,6 +5,8 @@ How a page tells the harness what to do with a block (docs/testing.md, "The docs
 - ```bash / ```python blocks run in page order in one shell, in a copy of the checkout;
 - ```python file=PATH is a file the reader saves: written to PATH, not run;
 - a word ``slow`` in the fence (```bash slow) runs the block only under the ``slow`` marker;
+- a word ``own-test`` in the fence leaves the block to a test of its own, which asserts on what it writes
+  (docs/tuning.md, docs/performance.md: tests/integration/test_docs_performance.py);
 - a visible line ``> **Not run by the tests:** why`` right above a block skips it, and must say why;
 - ```yaml blocks are read as model-config.yaml; ```json blocks as JSON.
 """
@@ -45,6 +47,10 @@ class Block:
     @property
     def slow(self) -> bool:
         return "slow" in self.words
+
+    @property
+    def own_test(self) -> bool:
+        return "own-test" in self.words
 
     @property
     def file(self) -> str | None:
