@@ -112,8 +112,6 @@ def _looks_like_json(payload: Any) -> bool:
     return head.lstrip()[:1] in (b"{", b"[")
 
 
-
-
 def _raw_samples(document: Any, name: str, names: Sequence[str]) -> dict[str, np.ndarray]:
     """Raw samples at the model's rate: ``{"data": [...]}`` (or the input's name), or ``{"inputs": {...}}``."""
     if isinstance(document, dict) and len(document) == 1 and set(document) <= {JSON_DATA_KEY, AUDIO_KEY, name}:

@@ -73,8 +73,6 @@ class _Limited:
         return self.preprocess.decode_many(images, what, self.budget)
 
 
-
-
 def _json_images(document: Any, name: str) -> list[bytes]:
     """``{"data": "<b64>"}``, ``{"data": ["<b64>", ...]}`` (or the input's name, or ``{"inputs": {name: ...}}``)."""
     if isinstance(document, dict) and set(document) == {JSON_INPUTS_KEY} and isinstance(document[JSON_INPUTS_KEY], dict):
@@ -90,7 +88,6 @@ def _json_images(document: Any, name: str) -> list[bytes]:
     return [b64_bytes(v, f"'{key}'" if len(values) == 1 else f"'{key}'[{i}]") for i, v in enumerate(values)]
 
 
-
 def _v2_request(document: Any, name: str, preprocess: _Limited, answer_names: Sequence[str],
                 header_length: str | None = None) -> DecodedRequest:
     """A v2 request with one BYTES tensor of encoded images; its errors answered in the protocol's format."""
@@ -103,4 +100,3 @@ def _v2_request(document: Any, name: str, preprocess: _Limited, answer_names: Se
         error.protocol = V2
         raise
     return DecodedRequest({name: pixels}, options)
-
