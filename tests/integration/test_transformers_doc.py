@@ -1,6 +1,8 @@
 """docs/transformers.md runs as written: every bash block, in order, in a scratch folder holding what the
 repository root holds for it (archive.sh, handlers/, config.properties), with only the ports moved to free ones
-and a TorchServe of its own (its own TMPDIR, stopped by the page's last command or here)."""
+and a TorchServe of its own (its own TMPDIR, stopped by the page's last command or here). README.md's
+"Serve a transformers checkpoint" blocks are lines of this page (tests/unit/test_docs_links.py checks), so they
+run here too."""
 from __future__ import annotations
 
 import json

@@ -130,3 +130,35 @@ def test_the_suite_the_docs_leave_out_is_what_ci_runs() -> None:
     """The harness does not run `make test` from inside the suite; CI does, exactly that."""
     assert (REPO_ROOT / ".ci" / "run").read_text().strip().endswith("make test")
     assert SUITE_ITSELF.sub("skipped", "make test\nmake demo\n") == "skipped\nmake demo\n"
+
+
+OWN_TESTS = {  # the pages with own-test blocks: the test that runs them, and the page it runs them as part of
+    "README.md": ("tests/integration/test_transformers_doc.py", "docs/transformers.md"),
+    "docs/tuning.md": ("tests/integration/test_docs_performance.py", None),
+    "docs/performance.md": ("tests/integration/test_docs_performance.py", None),
+}
+
+
+def test_every_own_test_block_is_run_by_a_named_test(pages) -> None:
+    """The generic harness leaves own-test blocks alone, so each must be run elsewhere: README's transformers
+    commands stand, line for line, in docs/transformers.md (which its test runs); the others are read by the
+    test named here."""
+    for path, page in pages.items():
+        blocks = [b for b in page.blocks if b.own_test]
+        if not blocks:
+            continue
+        assert page_id(path) in OWN_TESTS, f"{page_id(path)} has own-test blocks but no test is said to run them"
+        test_file, runner = OWN_TESTS[page_id(path)]
+        assert path.name in (REPO_ROOT / test_file).read_text(), f"{test_file} does not read {path.name}"
+        if runner is None:
+            continue
+        ran = joined_lines("\n".join(b.text for b in pages[REPO_ROOT / runner].blocks if b.lang == "bash"))
+        for block in blocks:
+            for line in joined_lines(block.text):
+                assert line in ran, f"{block.where}: {line!r} is not run by {runner}"
+
+
+def joined_lines(script: str) -> list[str]:
+    """A script's command lines, continuation lines joined, comments and blank lines left out."""
+    text = re.sub(r"\\\n\s*", "", script)
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
