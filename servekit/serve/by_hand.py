@@ -9,7 +9,6 @@ The launcher's output goes to logs/torchserve.out, so starting is quiet; stoppin
 """
 from __future__ import annotations
 
-import os
 import re
 import socket
 import subprocess
@@ -19,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from servekit.serve.client import TorchServeClient
-from servekit.serve.torchserve import (DEFAULT_CONFIG, GRPC_PORT_KEYS, HTTP_ADDRESS_KEYS, START_TIMEOUT_S,
+from servekit.serve.torchserve import (DEFAULT_CONFIG, private_temp, GRPC_PORT_KEYS, HTTP_ADDRESS_KEYS, START_TIMEOUT_S,
                                        STOP_TIMEOUT_S, Ports, check_model_store, read_tokens, render_config)
 
 DEFAULT_SERVE_DIR = Path("serving")
@@ -63,9 +62,8 @@ class ServeFolder:
         return self.root / "serve.env"
 
     def environment(self) -> dict[str, str]:
-        """TorchServe's environment: our TMPDIR (its pid file) and log folders."""
-        return {**os.environ, "TMPDIR": str(self.tmp), "LOG_LOCATION": str(self.logs),
-                "METRICS_LOCATION": str(self.logs)}
+        """TorchServe's environment: our temp folder (its pid file, the workers' sockets) and log folders."""
+        return {**private_temp(self.tmp), "LOG_LOCATION": str(self.logs), "METRICS_LOCATION": str(self.logs)}
 
     def running_pid(self) -> int | None:
         """The pid of the TorchServe started from this folder, if it still runs (a stale pid file is not)."""

@@ -76,6 +76,13 @@ def check_model_store(model_store: Path) -> None:
                                    "load it. Copy the archive into the store instead of linking it")
 
 
+def private_temp(folder: Path) -> dict[str, str]:
+    """The environment for a TorchServe of its own in ``folder``: TMPDIR holds its pid file, TEMP becomes the JVM's
+    temp folder, where each worker's unix socket is named by its port (9000 upward in every server). In a
+    shared /tmp a second server's worker would remove the first one's socket and take its name."""
+    return {**os.environ, "TMPDIR": str(folder), "TEMP": str(folder)}
+
+
 class TorchServe:
     """A TorchServe process we own: started in the foreground of its own process group."""
 
@@ -111,7 +118,7 @@ class TorchServe:
         (self.workdir / "config.properties").write_text(render_config(self.config_template.read_text(), self.ports))
         key_file = self.workdir / "key_file.json"
         key_file.unlink(missing_ok=True)
-        env = {**os.environ, "TMPDIR": str(self.workdir / "tmp"),  # isolates TorchServe's pid file
+        env = {**private_temp(self.workdir / "tmp"),
                "LOG_LOCATION": str(self.log_dir), "METRICS_LOCATION": str(self.log_dir), **self.extra_env}
         with open(self.workdir / "torchserve.out", "ab") as out:
             self.process = subprocess.Popen(self.command(), cwd=self.workdir, env=env, stdout=out,

@@ -99,7 +99,7 @@ def run_page(path: Path, slow: bool, tmp_path: Path, request: pytest.FixtureRequ
     tmpdir = tmp_path / "tmp"
     tmpdir.mkdir()
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-    env["TMPDIR"] = str(tmpdir)
+    env["TMPDIR"] = env["TEMP"] = str(tmpdir)  # a page's TorchServe: pid file and worker sockets apart from others'
     env["DOCS_TS_CONFIG"] = str(tmp_path / "config.properties")  # the checkout's, listeners on our ports
     (tmp_path / "config.properties").write_text(render_config((work / "config.properties").read_text(), ports))
     addresses = {"inference": ports.inference, "management": ports.management, "metrics": ports.metrics}

@@ -216,3 +216,16 @@ def test_bodies_are_recognised_without_a_content_type_and_form_bodies_are_refuse
         assert "set the Content-Type header to application/json" in refused.json()["error"]["message"]
     garbage = live.client.predict_raw("digits_mlp_onnx", b"GIF89a", None)
     assert garbage.status_code == 415 and "has no content type" in garbage.json()["error"]["message"]
+
+
+def test_worker_sockets_live_in_the_servers_own_temp_folder(live: LiveServer) -> None:
+    """A worker listens on a unix socket named by its port (9000 upward in every TorchServe) in the JVM's temp
+    folder, which TorchServe takes from TEMP, not TMPDIR. Left in the shared /tmp, a second server's worker
+    removes the first one's socket and takes its name."""
+    import psutil
+
+    frontend = psutil.Process(live.server.process.pid)
+    sockets = [argv[argv.index("--sock-name") + 1] for child in frontend.children(recursive=True)
+               for argv in [child.cmdline()] if "--sock-name" in argv]
+    assert sockets, "no worker found"
+    assert all(Path(s).is_relative_to(live.server.workdir) for s in sockets), sockets

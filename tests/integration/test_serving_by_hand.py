@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -47,6 +48,8 @@ def test_the_serving_page_runs_as_written_beside_another_torchserve(live: LiveSe
     home = ServeFolder(folder / "serving")
     assert home.running_pid() is None and not home.key_file.exists()
     assert (home.logs / "ts_log.log").exists() and (home.logs / "torchserve.out").exists()
+    sockets = re.findall(r"Listening on port: (\S+)", (home.logs / "model_log.log").read_text())
+    assert sockets and all(Path(s).parent == home.tmp for s in sockets), sockets  # never /tmp/.ts.sock.9000 of all
     assert (SHARED_PID_FILE.read_text() if SHARED_PID_FILE.exists() else None) == shared_before  # never touched
     assert live.client.ping()  # the other TorchServe still serves
 

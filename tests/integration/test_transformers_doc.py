@@ -42,12 +42,15 @@ def test_the_transformers_page_runs_as_written(tmp_path: Path) -> None:
     shutil.copytree(REPO_ROOT / "handlers", tmp_path / "handlers", ignore=shutil.ignore_patterns("__pycache__"))
     (tmp_path / "config.properties").write_text(render_config((REPO_ROOT / "config.properties").read_text(), ports))
     (tmp_path / "ts_tmp").mkdir()
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "TMPDIR": str(tmp_path / "ts_tmp")}
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "TMPDIR": str(tmp_path / "ts_tmp"),
+           "TEMP": str(tmp_path / "ts_tmp")}
     try:
         result = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=tmp_path, env=env, capture_output=True,
                                 text=True, timeout=900)
-    finally:
-        subprocess.run(["torchserve", "--stop"], cwd=tmp_path, env=env, capture_output=True, timeout=60)
+    finally:  # the page's server keeps its pid file in a folder under ours (mktemp -d): stop it if the page did not
+        for pid_file in (tmp_path / "ts_tmp").rglob(".model_server.pid"):
+            subprocess.run(["torchserve", "--stop"], cwd=tmp_path, capture_output=True, timeout=60,
+                           env={**env, "TMPDIR": str(pid_file.parent), "TEMP": str(pid_file.parent)})
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     answers = [json.loads(line) for line in result.stdout.splitlines() if line.startswith('{"predictions"')]
     assert len(answers) == 3, result.stdout[-3000:]
