@@ -116,5 +116,9 @@ def test_variants_of_a_two_input_model_calibrated_from_an_npz(tmp_path: Path, na
         assert not rows["ts_fp16"]["passed"] and "Half" in rows["ts_fp16"]["reason"]
     assert_no_half_built_folder(tmp_path / "build")
     assert not list((tmp_path / "build").glob(".*"))  # no staging folder left
+    # Archives and variants share the user's one store, one archive for each variant that passed its gates
+    # (which INT8 variants pass on a random model's thin margins is its own business: ids_and_mask's TorchScript
+    # INT8 agrees with FP32 on 98.4 % of the held-out inputs, under the 99 % gate).
     archived = {p.name for p in (tmp_path / "model_store").iterdir()}
-    assert f"{name}_int8_ts.mar" in archived  # archives and variants share the user's one store
+    assert {f"{name}_ts.mar", f"{name}_onnx.mar"} <= archived
+    assert len(archived) == sum(row["passed"] for row in rows.values()), (archived, rows.keys())
