@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,11 +77,26 @@ def check_model_store(model_store: Path) -> None:
                                    "load it. Copy the archive into the store instead of linking it")
 
 
+# A unix socket's path holds at most 107 bytes (sun_path, 108 with its NUL); a worker whose path is longer
+# cannot bind and TorchServe answers "Failed to start workers".
+UNIX_PATH_MAX = 107
+LONGEST_SOCKET_NAME = ".ts.sock.65535"
+PRIVATE_SOCKETS_PREFIX = "ts-sockets-"
+
+
+def socket_folder(preferred: Path) -> Path:
+    """Where a TorchServe's workers put their unix sockets: ``preferred`` when the longest socket path fits the
+    kernel's limit, else a new private folder of short name in the system's temp folder (never shared)."""
+    if len(os.fsencode(preferred.resolve())) + 1 + len(LONGEST_SOCKET_NAME) <= UNIX_PATH_MAX:
+        return preferred
+    return Path(tempfile.mkdtemp(prefix=PRIVATE_SOCKETS_PREFIX, dir="/tmp" if os.path.isdir("/tmp") else None))
+
+
 def private_temp(folder: Path) -> dict[str, str]:
     """The environment for a TorchServe of its own in ``folder``: TMPDIR holds its pid file, TEMP becomes the JVM's
     temp folder, where each worker's unix socket is named by its port (9000 upward in every server). In a
     shared /tmp a second server's worker would remove the first one's socket and take its name."""
-    return {**os.environ, "TMPDIR": str(folder), "TEMP": str(folder)}
+    return {**os.environ, "TMPDIR": str(folder), "TEMP": str(socket_folder(folder))}
 
 
 class TorchServe:
@@ -94,6 +110,7 @@ class TorchServe:
         self.config_template = config_template
         self.extra_env = env or {}
         self.process: subprocess.Popen | None = None
+        self.env: dict[str, str] | None = None
         self.client: TorchServeClient | None = None
 
     @property
@@ -118,7 +135,7 @@ class TorchServe:
         (self.workdir / "config.properties").write_text(render_config(self.config_template.read_text(), self.ports))
         key_file = self.workdir / "key_file.json"
         key_file.unlink(missing_ok=True)
-        env = {**private_temp(self.workdir / "tmp"),
+        self.env = env = {**private_temp(self.workdir / "tmp"),
                "LOG_LOCATION": str(self.log_dir), "METRICS_LOCATION": str(self.log_dir), **self.extra_env}
         with open(self.workdir / "torchserve.out", "ab") as out:
             self.process = subprocess.Popen(self.command(), cwd=self.workdir, env=env, stdout=out,
@@ -158,6 +175,9 @@ class TorchServe:
             self.process.wait()
         except ProcessLookupError:
             pass
+        temp = Path(self.env.get("TEMP", "")) if self.env else None
+        if temp is not None and temp.name.startswith(PRIVATE_SOCKETS_PREFIX):
+            shutil.rmtree(temp, ignore_errors=True)  # the short socket folder made for a deep work folder
 
     def __enter__(self) -> TorchServeClient:
         return self.start()
