@@ -7,13 +7,14 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, TypeVar
 
 import requests
 
 from servekit.measure.bad_inputs import BadInput, good_body
 from servekit.serve.client import NPY_CONTENT_TYPE, TorchServeClient, error_message, predict_with_retries
 
+T = TypeVar("T")
 
 PROBABILITY_TOLERANCE = 1e-5  # batch composition changes BLAS kernels, so the last digits may move
 
@@ -54,17 +55,24 @@ class CaseOutcome:
     passed: bool
 
 
-def send_together(client: TorchServeClient, model: str, bodies: list[tuple]) -> list[requests.Response]:
-    """Release every request at once (barrier) so the frontend batches them together; each request is
-    (body, content type) or (body, content type, headers)."""
-    barrier = threading.Barrier(len(bodies))
+def call_together(calls: list[Callable[[], T]]) -> list[T]:
+    """Run every call at once (a barrier releases them together), so the frontend batches their requests."""
+    barrier = threading.Barrier(len(calls))
 
-    def send(body: tuple) -> requests.Response:
+    def go(call: Callable[[], T]) -> T:
         barrier.wait()
-        return client.predict_raw(model, body[0], body[1], headers=body[2] if len(body) > 2 else None)
+        return call()
 
-    with ThreadPoolExecutor(max_workers=len(bodies)) as pool:
-        return list(pool.map(send, bodies))
+    with ThreadPoolExecutor(max_workers=len(calls)) as pool:
+        return list(pool.map(go, calls))
+
+
+def send_together(client: TorchServeClient, model: str, bodies: list[tuple]) -> list[requests.Response]:
+    """Release every request at once so the frontend batches them together; each request is
+    (body, content type) or (body, content type, headers)."""
+    return call_together([lambda body=body: client.predict_raw(model, body[0], body[1],
+                                                               headers=body[2] if len(body) > 2 else None)
+                          for body in bodies])
 
 
 def run_matrix(client: TorchServeClient, archive: str, shape: tuple[int, ...], cases: list[BadInput],

@@ -7,14 +7,10 @@ import base64
 import json
 import shutil
 import struct
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pytest
-import requests
 import torch
 import yaml
 
@@ -26,7 +22,8 @@ from servekit.build.model_config import write_model_config
 from servekit.build.model_dir import seal
 from servekit.measure.reliability import run_matrix
 from support.image_models import MAX_PIXELS, NAME, photos, tiny_vision
-from support.serving import BATCH_SIZE, MAX_BATCH_DELAY_MS, LiveServer, batch_counters, mean_batch_size, run_archive_sh
+from support.serving import (BATCH_SIZE, MAX_BATCH_DELAY_MS, LiveServer, batch_counters, call_together, mean_batch_size,
+                             run_archive_sh)
 
 pytestmark = pytest.mark.integration
 JSON = "application/json"
@@ -61,16 +58,6 @@ def in_process(image_model: Path, images: list[bytes]) -> np.ndarray:
         logits = tiny_vision()(torch.from_numpy(preprocess(images, config.signature.images["image"])))
     return torch.softmax(logits, dim=1).numpy()
 
-
-def together(calls: list[Callable[[], requests.Response]]) -> list[requests.Response]:
-    barrier = threading.Barrier(len(calls))
-
-    def go(call: Callable[[], requests.Response]) -> requests.Response:
-        barrier.wait()
-        return call()
-
-    with ThreadPoolExecutor(max_workers=len(calls)) as pool:
-        return list(pool.map(go, calls))
 
 
 def b64(data: bytes) -> str:
@@ -118,7 +105,7 @@ def test_real_photos_in_every_body_format_share_batches_with_bad_images(served_i
            (lambda: client.session.post(url, files={"photo": ("x.bmp", b"BM" + b"\0" * 60, "application/octet-stream")},
                                         headers=auth, timeout=60), 415)]
     before = batch_counters(client, model)
-    responses = together([call for call, _ in good] + [call for call, _ in bad])
+    responses = call_together([call for call, _ in good] + [call for call, _ in bad])
     assert [r.status_code for r in responses] == [200] * len(good) + [status for _, status in bad], \
         [r.text[:200] for r in responses]
     for response, (_, images) in zip(responses, good):

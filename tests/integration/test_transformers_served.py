@@ -5,14 +5,10 @@ bad inputs get their own 4xx while batch-mates get 200."""
 from __future__ import annotations
 
 import json
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pytest
-import requests
 import torch
 
 from handlers.handler import InferenceHandler
@@ -21,7 +17,8 @@ from servekit.build.images import photo_crops
 from servekit.examples.zoo import tone, wav_bytes
 from servekit.measure.bad_inputs import bad_audio, bad_questions, bad_texts
 from servekit.measure.reliability import run_matrix
-from support.serving import BATCH_SIZE, MAX_BATCH_DELAY_MS, LiveServer, batch_counters, mean_batch_size, run_archive_sh
+from support.serving import (BATCH_SIZE, MAX_BATCH_DELAY_MS, LiveServer, batch_counters, call_together, mean_batch_size,
+                             run_archive_sh)
 from support.torchserve_context import make_context, run_handler_raw
 
 pytestmark = pytest.mark.integration
@@ -41,16 +38,6 @@ def served(live: LiveServer, model_store: Path, checkpoints):
     for archive in ARCHIVES.values():
         live.client.unregister(archive)
 
-
-def together(calls: list[Callable[[], requests.Response]]) -> list[requests.Response]:
-    barrier = threading.Barrier(len(calls))
-
-    def go(call: Callable[[], requests.Response]) -> requests.Response:
-        barrier.wait()
-        return call()
-
-    with ThreadPoolExecutor(max_workers=len(calls)) as pool:
-        return list(pool.map(go, calls))
 
 
 def in_process_handler(checkpoints, name: str) -> tuple[InferenceHandler, object]:
@@ -92,7 +79,7 @@ def test_served_token_and_span_answers_equal_in_process(served, checkpoints) -> 
             calls.append(lambda url=url, body=body: client.session.post(
                 url, data=body, headers={**auth, "Content-Type": JSON}, timeout=120))
             keys.append((name, body))
-    responses = together(calls)
+    responses = call_together(calls)
     assert [r.status_code for r in responses] == [200] * len(calls), [r.text[:200] for r in responses]
     handlers = {name: in_process_handler(checkpoints, name) for name in bodies}
     for (name, body), response in zip(keys, responses):
@@ -121,7 +108,7 @@ def test_served_images_and_audio_equal_the_eager_model(served, checkpoints) -> N
               for data in clips]
     models = (ARCHIVES["vit"], ARCHIVES["wav2vec2"])
     before = {model: batch_counters(client, model) for model in models}
-    responses = together(calls)
+    responses = call_together(calls)
     assert [r.status_code for r in responses] == [200] * len(calls), [r.text[:200] for r in responses]
     shared = [mean_batch_size(client, model, before[model], count)
               for model, count in zip(models, (len(images), len(clips)))]

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from servekit.serve.client import TorchServeClient
-from servekit.measure.reliability import send_together  # noqa: F401  (re-exported for tests)
+from servekit.measure.reliability import call_together, send_together  # noqa: F401  (re-exported for tests)
 from servekit.serve.torchserve import REPO_ROOT, TorchServe
 
 ARCHIVE_SUFFIXES = ("ts", "onnx")
